@@ -1,0 +1,218 @@
+//! The pooled HTTP client and the forwarding call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::{chain_to_string, classify};
+use crate::{rewrite_request_headers, strip_hop_by_hop, ForwardError, Upstream};
+
+/// Timeouts and pool settings of a [`Forwarder`].
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// Maximum time to establish the TCP connection (per address tried). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Maximum time from sending the request to receiving the response headers (includes the
+    /// connect). Long by default (600 s) because non-streaming LLM answers can be slow. The body
+    /// is not subject to it.
+    pub response_timeout: Duration,
+    /// How long an idle keep-alive connection stays in the pool. Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host. Default 64.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(600),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// The process-wide forwarding client: one connection pool (keep-alive, HTTP/1.1 and HTTP/2 via
+/// ALPN over TLS, plain HTTP for local servers). Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: ForwardConfig,
+}
+
+impl Forwarder {
+    /// Builds the client. TLS uses rustls with the `ring` provider passed explicitly (no
+    /// process-level default `CryptoProvider` is needed) and the Mozilla (webpki) roots.
+    ///
+    /// Does not need a Tokio runtime; `forward` does.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::Client`] when `connect_timeout` or `response_timeout` is zero, or when
+    /// the TLS configuration cannot be built.
+    pub fn new(config: ForwardConfig) -> Result<Forwarder, ForwardError> {
+        if config.connect_timeout.is_zero() || config.response_timeout.is_zero() {
+            return Err(ForwardError::Client(
+                "connect_timeout and response_timeout must be non-zero".to_owned(),
+            ));
+        }
+        let mut http = HttpConnector::new();
+        // The HTTPS connector hands us https:// URIs too.
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        // Streaming answers are many small writes from the provider; requests are one write.
+        http.set_nodelay(true);
+        let https = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| ForwardError::Client(format!("TLS configuration: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            // Without a pool timer the idle timeout is never enforced.
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(Forwarder {
+            inner: Arc::new(Inner { client, config }),
+        })
+    }
+
+    /// The configuration this forwarder was built with.
+    pub fn config(&self) -> &ForwardConfig {
+        &self.inner.config
+    }
+
+    /// Sends the client's request to `upstream` and returns the provider's response as soon as
+    /// its headers arrive.
+    ///
+    /// `request` is the client's request head (method, uri = client path+query, headers);
+    /// `body` the full client body (already read by the caller, who may have rewritten it).
+    /// The headers are rewritten with [`rewrite_request_headers`]; the response keeps the
+    /// provider's status, headers minus hop-by-hop ones, and its body as hyper's [`Incoming`],
+    /// which streams frame by frame. Provider 4xx/5xx are returned as `Ok`. Dropping the body
+    /// before its end closes the upstream connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::InvalidPath`] when the path is not `/v1/...`;
+    /// [`ForwardError::Unreachable`] when connecting fails (DNS, refused, TLS, connect timeout);
+    /// [`ForwardError::Timeout`] when no response headers arrive within `response_timeout`;
+    /// [`ForwardError::UpstreamFailed`] when the connection breaks before the headers.
+    pub async fn forward(
+        &self,
+        upstream: &Upstream,
+        request: Parts,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let path_and_query = request
+            .uri
+            .path_and_query()
+            .ok_or(ForwardError::InvalidPath)?;
+        let uri = upstream.target_uri(path_and_query.as_str())?;
+        let mut headers = request.headers;
+        rewrite_request_headers(&mut headers, upstream);
+
+        // A fresh request: default version (HTTP/1.1; the pool upgrades to HTTP/2 by ALPN) and
+        // none of the client connection's extensions.
+        let mut outgoing = Request::new(Full::new(body));
+        *outgoing.method_mut() = request.method;
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = headers;
+
+        let timeout = self.inner.config.response_timeout;
+        let result = tokio::time::timeout(timeout, self.inner.client.request(outgoing)).await;
+        let mut response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
+                let error = classify(upstream.name(), &err);
+                tracing::warn!(
+                    provider = upstream.name(),
+                    code = error.code(),
+                    cause = %chain_to_string(&err),
+                    "upstream request failed"
+                );
+                return Err(error);
+            }
+            Err(_elapsed) => {
+                tracing::warn!(
+                    provider = upstream.name(),
+                    timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    "upstream response timed out"
+                );
+                // Dropping the request future abandons the connection; hyper closes it.
+                return Err(ForwardError::Timeout {
+                    provider: upstream.name().to_owned(),
+                    after: timeout,
+                });
+            }
+        };
+        strip_hop_by_hop(response.headers_mut());
+        tracing::debug!(
+            provider = upstream.name(),
+            status = response.status().as_u16(),
+            "upstream responded"
+        );
+        Ok(response)
+    }
+}
+
+impl fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = ForwardConfig::default();
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.response_timeout, Duration::from_secs(600));
+        assert_eq!(c.pool_idle_timeout, Duration::from_secs(90));
+        assert!(c.pool_max_idle_per_host > 0);
+    }
+
+    #[test]
+    fn builds_without_a_runtime_or_global_crypto_provider() {
+        let f = Forwarder::new(ForwardConfig::default()).unwrap();
+        let clone = f.clone();
+        assert!(Arc::ptr_eq(&f.inner, &clone.inner));
+        assert!(format!("{f:?}").contains("Forwarder"));
+    }
+
+    #[test]
+    fn zero_timeouts_are_rejected() {
+        let config = ForwardConfig {
+            response_timeout: Duration::ZERO,
+            ..ForwardConfig::default()
+        };
+        assert!(matches!(
+            Forwarder::new(config),
+            Err(ForwardError::Client(_))
+        ));
+    }
+}
