@@ -1,0 +1,499 @@
+//! The `compresh` command line: `serve` and the administration commands.
+//!
+//! Administration commands open the data directory directly, so they work whether or not a
+//! server runs on it; a running server sees their changes within a second.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use compresh_forward::ForwardConfig;
+use compresh_keys::ApiKey;
+use compresh_store::{ApiKeyRecord, UnixTime};
+use compresh_vault::ProviderSecret;
+
+use crate::bootstrap::{first_start, DataDir, DEFAULT_ACCOUNT};
+use crate::gateway::{unix_now, Gateway, GatewayConfig, DEFAULT_BODY_LIMIT};
+use crate::logging::{self, LogFormat};
+use crate::ops::{self, KeyRequest, ProviderRequest};
+use crate::server::{self, DEFAULT_SHUTDOWN_GRACE};
+
+/// Compresh: an LLM API gateway in front of OpenAI, Anthropic and OpenAI-compatible servers.
+#[derive(Debug, Parser)]
+#[command(name = "compresh", version, about)]
+pub struct Cli {
+    /// Directory holding the SQLite store and the master key file.
+    #[arg(long, global = true, env = "COMPRESH_DATA_DIR", default_value = "./compresh-data")]
+    pub data_dir: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage an account's provider keys (the key itself is read from stdin).
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// Manage the master key that encrypts provider keys.
+    #[command(subcommand, name = "master-key")]
+    MasterKey(MasterKeyCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "COMPRESH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    shutdown_grace: u64,
+    /// Seconds to wait for a provider connection.
+    #[arg(long, default_value_t = ForwardConfig::default().connect_timeout.as_secs())]
+    connect_timeout: u64,
+    /// Seconds to wait for a provider's response headers.
+    #[arg(long, default_value_t = ForwardConfig::default().response_timeout.as_secs())]
+    response_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account.
+    Create {
+        name: String,
+        #[arg(long, default_value = "free")]
+        plan: String,
+    },
+    /// List accounts.
+    List,
+    /// Deactivate an account: its keys get 403.
+    Deactivate { name: String },
+    /// Reactivate an account.
+    Activate { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints only the key on stdout (it is never shown again).
+    Create {
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Environment tag (dev, staging, prod ...).
+        #[arg(long)]
+        env: Option<String>,
+        /// Requests per minute for this key instead of the plan's.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Provider the key may use (repeatable; default: all).
+        #[arg(long = "allow-provider")]
+        allow_providers: Vec<String>,
+        /// Model glob the key may use (repeatable; default: all).
+        #[arg(long = "allow-model")]
+        allow_models: Vec<String>,
+    },
+    /// List keys (hints only).
+    List {
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Revoke a key.
+    Revoke { key_id: String },
+    /// Set (or with --clear remove) a key's requests-per-minute override.
+    SetRpm {
+        key_id: String,
+        #[arg(required_unless_present = "clear")]
+        rpm: Option<u32>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Issue a successor key; the old one keeps working for the grace period.
+    Rotate {
+        key_id: String,
+        /// How long the old key keeps working (e.g. 90s, 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        grace: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProvidersCommand {
+    /// Set or replace a provider key (read from stdin).
+    Set {
+        name: String,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+        /// openai, anthropic or openai-compatible (default: the name, for openai/anthropic).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Base URL (required for openai-compatible).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// List providers (hints only).
+    List {
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Remove a provider.
+    Remove {
+        name: String,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterKeyCommand {
+    /// Add a new master key version and re-encrypt every provider key with it.
+    Rotate,
+}
+
+/// Parse a duration like `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 90s, 30m, 24h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}' is not a duration like 90s, 30m, 24h or 7d")),
+    };
+    Ok(Duration::from_secs(value.saturating_mul(seconds)))
+}
+
+/// Parse the process arguments and run; returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let master_key_env = std::env::var("COMPRESH_MASTER_KEY").ok();
+    match cli.command {
+        Command::Serve(args) => {
+            logging::init(cli.log_format);
+            let data = DataDir::open(&cli.data_dir, master_key_env.as_deref())?;
+            serve(data, args)
+        }
+        command => {
+            let data = DataDir::open(&cli.data_dir, master_key_env.as_deref())?;
+            admin(&data, command)
+        }
+    }
+}
+
+fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(first) = first_start(
+        &data,
+        std::env::var("OPENAI_API_KEY").ok(),
+        std::env::var("ANTHROPIC_API_KEY").ok(),
+    )? {
+        print_banner(&first.api_key, &first.providers);
+    }
+    let config = GatewayConfig {
+        body_limit: args.body_limit,
+        forward: ForwardConfig {
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            response_timeout: Duration::from_secs(args.response_timeout),
+            ..ForwardConfig::default()
+        },
+        ..GatewayConfig::default()
+    };
+    let gateway = Arc::new(Gateway::new(data.store, data.master_keys, config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "compresh listening");
+        println!("compresh listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        server::serve(gateway, listener, shutdown_signal(), Duration::from_secs(args.shutdown_grace)).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGTERM: {error}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn print_banner(key: &ApiKey, providers: &[String]) {
+    let configured = if providers.is_empty() {
+        "none yet: `compresh providers set openai < key.txt`".to_owned()
+    } else {
+        providers.join(", ")
+    };
+    println!(
+        "\n==================== Compresh: first start ====================\n\
+         Your API key (shown once, store it now):\n\n    {}\n\n\
+         Account: {DEFAULT_ACCOUNT}   Providers: {configured}\n\
+         Use it as the api_key of the OpenAI or Anthropic SDK with\n\
+         base_url http://<listen address>/v1\n\
+         ===============================================================\n",
+        key.expose_secret()
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn admin(data: &DataDir, command: Command) -> anyhow::Result<()> {
+    let store = &data.store;
+    match command {
+        Command::Serve(_) => unreachable!("handled by run"),
+        Command::Accounts(command) => match command {
+            AccountsCommand::Create { name, plan } => {
+                let account = ops::create_account(store, &name, &plan)?;
+                eprintln!("created account {} (plan {})", account.name, account.plan);
+            }
+            AccountsCommand::List => {
+                println!("{:<24} {:<6} {:<8} CREATED", "NAME", "PLAN", "ACTIVE");
+                for account in store.list_accounts()? {
+                    println!(
+                        "{:<24} {:<6} {:<8} {}",
+                        account.name,
+                        account.plan,
+                        if account.active { "yes" } else { "no" },
+                        account.created_at
+                    );
+                }
+            }
+            AccountsCommand::Deactivate { name } => {
+                ops::set_account_active(store, &name, false)?;
+                eprintln!("deactivated account {name}");
+            }
+            AccountsCommand::Activate { name } => {
+                ops::set_account_active(store, &name, true)?;
+                eprintln!("activated account {name}");
+            }
+        },
+        Command::Keys(command) => keys(data, command)?,
+        Command::Providers(command) => providers(data, command)?,
+        Command::MasterKey(MasterKeyCommand::Rotate) => {
+            let report = ops::rotate_master_key(store, &data.master_keys)?;
+            eprintln!(
+                "master key v{} in use; {} provider key(s) re-encrypted; retired versions: {:?}",
+                report.new_version, report.rewrapped, report.retired
+            );
+        }
+    }
+    Ok(())
+}
+
+fn keys(data: &DataDir, command: KeysCommand) -> anyhow::Result<()> {
+    let store = &data.store;
+    match command {
+        KeysCommand::Create {
+            account,
+            name,
+            env,
+            rpm,
+            allow_providers,
+            allow_models,
+        } => {
+            let (key, record) = ops::create_key(
+                store,
+                KeyRequest {
+                    account,
+                    name,
+                    environment: env,
+                    rpm,
+                    allowed_providers: allow_providers,
+                    allowed_models: allow_models,
+                    expires_at: None,
+                },
+            )?;
+            println!("{}", key.expose_secret());
+            eprintln!(
+                "created key {} ({}) — this is the only time it is shown",
+                record.id, record.hint
+            );
+        }
+        KeysCommand::List { account } => {
+            let account = store.account_by_name(&account)?;
+            println!(
+                "{:<17} {:<16} {:<10} {:<11} {:<6} {:<8} LAST USED",
+                "ID", "NAME", "ENV", "HINT", "RPM", "STATUS"
+            );
+            let now = unix_now();
+            for key in store.list_keys(account.id)? {
+                println!(
+                    "{:<17} {:<16} {:<10} {:<11} {:<6} {:<8} {}",
+                    key.id.as_str(),
+                    key.name,
+                    key.environment.as_deref().unwrap_or("-"),
+                    key.hint,
+                    key.rpm.map_or("plan".to_owned(), |rpm| rpm.to_string()),
+                    key_status(&key, now),
+                    key.last_used_at.map_or("never".to_owned(), |at| at.to_string())
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            let record = ops::revoke_key(store, &key_id)?;
+            eprintln!("revoked key {}", record.id);
+        }
+        KeysCommand::SetRpm { key_id, rpm, clear } => {
+            let record = ops::set_key_rpm(store, &key_id, if clear { None } else { rpm })?;
+            eprintln!(
+                "key {} now limited to {}",
+                record.id,
+                record.rpm.map_or("its plan's rate".to_owned(), |rpm| format!("{rpm} requests/minute"))
+            );
+        }
+        KeysCommand::Rotate { key_id, grace } => {
+            let (key, record) = ops::rotate_key(store, &key_id, grace.as_secs(), unix_now())?;
+            println!("{}", key.expose_secret());
+            eprintln!(
+                "created key {} replacing {key_id}; the old key works for {}s more",
+                record.id,
+                grace.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn key_status(key: &ApiKeyRecord, now: UnixTime) -> &'static str {
+    if key.revoked_at.is_some() {
+        "revoked"
+    } else if !key.is_usable_at(now) {
+        "expired"
+    } else if key.expires_at.is_some() {
+        "expiring"
+    } else {
+        "active"
+    }
+}
+
+fn providers(data: &DataDir, command: ProvidersCommand) -> anyhow::Result<()> {
+    let store = &data.store;
+    match command {
+        ProvidersCommand::Set {
+            name,
+            account,
+            kind,
+            base_url,
+        } => {
+            let secret = read_secret_from_stdin()?;
+            let record = ops::set_provider(
+                store,
+                &data.master_keys,
+                ProviderRequest {
+                    account,
+                    name,
+                    kind,
+                    base_url,
+                    secret,
+                },
+            )?;
+            eprintln!(
+                "provider {} ({}) set; key {}",
+                record.name,
+                record.kind,
+                if record.hint.is_empty() { "none" } else { &record.hint }
+            );
+        }
+        ProvidersCommand::List { account } => {
+            let account = store.account_by_name(&account)?;
+            println!("{:<16} {:<18} {:<10} {:<40} UPDATED", "NAME", "KIND", "KEY", "BASE URL");
+            for provider in store.list_providers(account.id)? {
+                println!(
+                    "{:<16} {:<18} {:<10} {:<40} {}",
+                    provider.name,
+                    provider.kind,
+                    if provider.hint.is_empty() { "-" } else { &provider.hint },
+                    provider.base_url.as_deref().unwrap_or("(default)"),
+                    provider.updated_at
+                );
+            }
+        }
+        ProvidersCommand::Remove { name, account } => {
+            ops::remove_provider(store, &account, &name)?;
+            eprintln!("removed provider {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The provider key comes from stdin so it never appears in argv (visible to other users).
+fn read_secret_from_stdin() -> anyhow::Result<Option<ProviderSecret>> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|error| anyhow::anyhow!("cannot read the provider key from stdin: {error}"))?;
+    let secret = text.trim();
+    let result = (!secret.is_empty()).then(|| ProviderSecret::new(secret.to_owned()));
+    // The secret now lives only in ProviderSecret; wipe the read buffer.
+    zeroize::Zeroize::zeroize(&mut text);
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

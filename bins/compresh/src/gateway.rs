@@ -1,0 +1,397 @@
+//! The request path: authenticate, limit, authorise, forward, decorate, log.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use compresh_forward::{ForwardConfig, Forwarder};
+use compresh_keys::{extract_key, KeyError};
+use compresh_ratelimit::{Decision, KeyedLimiter, Tiers};
+use compresh_store::{ApiKeyRecord, Store};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::{BodyError, GatewayBody};
+use crate::error::{json_response, GatewayError};
+use crate::master_keys::MasterKeys;
+use crate::ops::rpm_override;
+use crate::restrictions::{model_allowed, provider_allowed};
+use crate::upstreams::UpstreamCache;
+
+/// Default request body limit: 32 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-id");
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-compresh-provider");
+const SESSION_ID_OUT: HeaderName = HeaderName::from_static("x-compresh-session-id");
+const OVERHEAD_OUT: HeaderName = HeaderName::from_static("x-compresh-proxy-overhead-ms");
+
+/// Settings of the request path.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body in bytes (413 beyond).
+    pub body_limit: usize,
+    /// Upstream client settings.
+    pub forward: ForwardConfig,
+    /// Plan → rate-limit policy.
+    pub tiers: Tiers,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            forward: ForwardConfig::default(),
+            tiers: Tiers::default(),
+        }
+    }
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    store: Store,
+    master_keys: Arc<MasterKeys>,
+    limiter: KeyedLimiter<String>,
+    tiers: Tiers,
+    forwarder: Forwarder,
+    upstreams: UpstreamCache,
+    body_limit: usize,
+}
+
+/// What the access log line says about one request; filled in as the request proceeds.
+#[derive(Default)]
+struct RequestRecord {
+    key_id: Option<String>,
+    account: Option<String>,
+    provider: Option<String>,
+    upstream_status: Option<u16>,
+    upstream_time: Duration,
+    decision: Option<Decision>,
+}
+
+impl Gateway {
+    /// Compose the gateway from an open store and key ring.
+    ///
+    /// # Errors
+    /// The upstream client could not be built.
+    pub fn new(
+        store: Store,
+        master_keys: Arc<MasterKeys>,
+        config: GatewayConfig,
+    ) -> Result<Self, compresh_forward::ForwardError> {
+        Ok(Self {
+            store,
+            master_keys,
+            limiter: KeyedLimiter::new(),
+            tiers: config.tiers,
+            forwarder: Forwarder::new(config.forward)?,
+            upstreams: UpstreamCache::default(),
+            body_limit: config.body_limit,
+        })
+    }
+
+    /// The store this gateway reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serve one request. Never fails: every failure is a JSON error response.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<GatewayBody> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut record = RequestRecord::default();
+        let response = match (&method, path.as_str()) {
+            (&Method::GET, "/health" | "/v1/health") => health(),
+            (_, p) if p.starts_with("/v1/") => {
+                self.proxy(request, started, &mut record).await
+            }
+            _ => GatewayError::not_found(format!("no route for {method} {path}")).into_response(),
+        };
+        tracing::info!(
+            target: "compresh::access",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            key_id = record.key_id.as_deref().unwrap_or("-"),
+            account = record.account.as_deref().unwrap_or("-"),
+            provider = record.provider.as_deref().unwrap_or("-"),
+            upstream_status = record.upstream_status.unwrap_or(0),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        response
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        started: Instant,
+        record: &mut RequestRecord,
+    ) -> Response<GatewayBody> {
+        let session_id = session_id(request.headers());
+        let mut response = match self.authorise_and_forward(request, record).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        let headers = response.headers_mut();
+        if let Some(decision) = &record.decision {
+            for (name, value) in decision.headers() {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        headers.insert(SESSION_ID_OUT, session_id);
+        let overhead = started.elapsed().saturating_sub(record.upstream_time);
+        headers.insert(OVERHEAD_OUT, HeaderValue::from(overhead.as_millis() as u64));
+        response
+    }
+
+    async fn authorise_and_forward(
+        &self,
+        request: Request<Incoming>,
+        record: &mut RequestRecord,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let snapshot = self.store.snapshot();
+        let key = authenticate(request.headers(), &snapshot, unix_now())?;
+        record.key_id = Some(key.id.to_string());
+        let account = snapshot.account(key.account_id).ok_or_else(|| {
+            tracing::error!(key_id = %key.id, "key without account in snapshot");
+            GatewayError::internal()
+        })?;
+        record.account = Some(account.name.clone());
+        if !account.active {
+            return Err(GatewayError::forbidden(
+                "account_deactivated",
+                "the account of this API key is deactivated",
+            ));
+        }
+
+        let policy = self.tiers.policy_for(&account.plan, rpm_override(key));
+        let decision = self.limiter.check(key.id.as_str(), &policy);
+        let allowed = decision.allowed;
+        let retry_after = decision.retry_after_secs().unwrap_or(1);
+        record.decision = Some(decision);
+        if !allowed {
+            return Err(GatewayError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!(
+                    "rate limit of {} requests per {}s exceeded for this API key; retry after {retry_after}s",
+                    policy.limit(),
+                    policy.period().as_secs()
+                ),
+            ));
+        }
+
+        let provider_name = chosen_provider(&request)?;
+        record.provider = Some(provider_name.to_string());
+        if !provider_allowed(key, &provider_name) {
+            return Err(GatewayError::forbidden(
+                "provider_not_allowed",
+                format!("this API key may not use the provider '{provider_name}'"),
+            ));
+        }
+        let provider = snapshot
+            .provider(key.account_id, &provider_name)
+            .ok_or_else(|| {
+                GatewayError::forbidden(
+                    "provider_not_configured",
+                    format!("the provider '{provider_name}' is not configured for this account"),
+                )
+            })?;
+
+        let (parts, body) = request.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let model = request_model(&parts.method, &body)?;
+        if !model_allowed(key, model.as_deref()) {
+            return Err(GatewayError::forbidden(
+                "model_not_allowed",
+                match model {
+                    Some(model) => format!("this API key may not use the model '{model}'"),
+                    None => "this API key is restricted to certain models; name one in \"model\"".to_owned(),
+                },
+            ));
+        }
+
+        let upstream = self.upstreams.get(provider, &self.master_keys)?;
+        let sent = Instant::now();
+        let forwarded = self.forwarder.forward(&upstream, parts, body).await;
+        record.upstream_time = sent.elapsed();
+        let response = forwarded.map_err(|error| {
+            tracing::warn!(provider = %provider_name, code = error.code(), "upstream failure: {error}");
+            GatewayError::from(error)
+        })?;
+        record.upstream_status = Some(response.status().as_u16());
+        Ok(response.map(|body| body.map_err(|e| Box::new(e) as BodyError).boxed_unsync()))
+    }
+
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
+        let too_large = || {
+            GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                format!("request body exceeds the limit of {} bytes", self.body_limit),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.body_limit as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(body, self.body_limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(_) => Err(GatewayError::invalid_request(
+                "body_read_failed",
+                "the request body could not be read",
+            )),
+        }
+    }
+}
+
+fn health() -> Response<GatewayBody> {
+    let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
+    json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+fn authenticate<'a>(
+    headers: &HeaderMap,
+    snapshot: &'a compresh_store::Snapshot,
+    now: i64,
+) -> Result<&'a ApiKeyRecord, GatewayError> {
+    let key = extract_key(
+        headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers.get("x-api-key").map(HeaderValue::as_bytes),
+    )
+    .map_err(|error| match error {
+        KeyError::Missing => GatewayError::unauthenticated(
+            "missing_api_key",
+            "no API key: send Authorization: Bearer comp_... or x-api-key: comp_...",
+        ),
+        KeyError::UnsupportedScheme => GatewayError::unauthenticated(
+            "invalid_api_key",
+            "unsupported Authorization scheme: use Authorization: Bearer comp_...",
+        ),
+        other => GatewayError::unauthenticated(
+            "invalid_api_key",
+            format!("malformed API key: {other}"),
+        ),
+    })?;
+    let record = snapshot
+        .key_by_hash(&key.hash())
+        .ok_or_else(|| GatewayError::unauthenticated("invalid_api_key", "unknown API key"))?;
+    if record.revoked_at.is_some() {
+        return Err(GatewayError::unauthenticated(
+            "revoked_api_key",
+            "this API key has been revoked",
+        ));
+    }
+    if !record.is_usable_at(now) {
+        return Err(GatewayError::unauthenticated(
+            "expired_api_key",
+            "this API key has expired (it was rotated and its grace period is over)",
+        ));
+    }
+    Ok(record)
+}
+
+fn chosen_provider(request: &Request<Incoming>) -> Result<Cow<'static, str>, GatewayError> {
+    if let Some(value) = request.headers().get(PROVIDER_HEADER) {
+        let name = value.to_str().map_err(|_| {
+            GatewayError::invalid_request(
+                "invalid_provider_header",
+                "X-Compresh-Provider must be a provider name",
+            )
+        })?;
+        return Ok(Cow::Owned(name.trim().to_owned()));
+    }
+    let path = request.uri().path();
+    Ok(Cow::Borrowed(
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            "anthropic"
+        } else {
+            "openai"
+        },
+    ))
+}
+
+/// Checks the body is a JSON object and returns its `model`; GET-style requests have no body.
+fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+    }
+    if body.is_empty() && (method == Method::GET || method == Method::DELETE) {
+        return Ok(None);
+    }
+    let probe: Probe<'_> = serde_json::from_slice(body).map_err(|error| {
+        GatewayError::invalid_request(
+            "invalid_json",
+            format!(
+                "the request body must be a JSON object (error at line {}, column {})",
+                error.line(),
+                error.column()
+            ),
+        )
+    })?;
+    Ok(probe.model.map(Cow::into_owned))
+}
+
+fn session_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(SESSION_HEADER)
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            let id: u128 = rand::random();
+            // A hex string is always a valid header value.
+            HeaderValue::from_str(&format!("sess_{id:032x}")).unwrap_or(HeaderValue::from_static("sess_"))
+        })
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_is_read_from_json_objects_only() {
+        let model = request_model(&Method::POST, br#"{"model":"gpt-4o","messages":[]}"#).unwrap();
+        assert_eq!(model.as_deref(), Some("gpt-4o"));
+        assert_eq!(request_model(&Method::POST, br#"{"messages":[]}"#).unwrap(), None);
+        let error = request_model(&Method::POST, b"not json").unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(request_model(&Method::POST, b"").is_err());
+        assert_eq!(request_model(&Method::GET, b"").unwrap(), None);
+    }
+
+    #[test]
+    fn escaped_model_names_are_decoded() {
+        let model = request_model(&Method::POST, br#"{"model":"gpt-\u0034o"}"#).unwrap();
+        assert_eq!(model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn session_id_is_kept_or_generated() {
+        let mut headers = HeaderMap::new();
+        let generated = session_id(&headers);
+        assert!(generated.to_str().unwrap().starts_with("sess_"));
+        headers.insert(SESSION_HEADER, HeaderValue::from_static("abc"));
+        assert_eq!(session_id(&headers), "abc");
+    }
+}
