@@ -1,0 +1,231 @@
+//! Time sources: the [`Clock`] seam, the real [`MonotonicClock`] and a [`FakeClock`] for tests.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A monotonic time source in nanoseconds since the clock's own origin.
+///
+/// The limiter stores every key's state as a time on this scale, so one clock must be used for the
+/// whole life of a limiter. `unix_nanos_at` maps a reading to wall-clock time so that header values
+/// (`X-RateLimit-Reset`) are derived from the same reading as the decision itself.
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since this clock's origin. Must never decrease between calls.
+    fn now(&self) -> u64;
+
+    /// Unix time, in nanoseconds, of the reading `now` (a value returned by [`Clock::now`]).
+    fn unix_nanos_at(&self, now: u64) -> u128;
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> u64 {
+        (**self).now()
+    }
+
+    fn unix_nanos_at(&self, now: u64) -> u128 {
+        (**self).unix_nanos_at(now)
+    }
+}
+
+/// The real clock: [`Instant`] since construction, mapped to Unix time through a [`SystemTime`]
+/// captured once at construction (so wall-clock jumps never move the limiter's time).
+///
+/// Readings never go backwards, even across threads: the last reading is kept in an atomic and a
+/// reading lower than it (a platform `Instant` bug) is replaced by it.
+pub struct MonotonicClock {
+    origin: Instant,
+    unix_origin_nanos: u128,
+    last: AtomicU64,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        let origin = Instant::now();
+        // A system clock set before 1970 is a broken host; fall back to the epoch rather than fail.
+        let unix_origin_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        Self {
+            origin,
+            unix_origin_nanos,
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MonotonicClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonotonicClock")
+            .field("unix_origin_nanos", &self.unix_origin_nanos)
+            .field("last", &self.last.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        // u64 nanoseconds last 584 years; saturate rather than wrap after that.
+        let reading = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Load first: when the reading is not newer we avoid a read-modify-write on a shared line.
+        let last = self.last.load(Ordering::Relaxed);
+        if reading <= last {
+            return last;
+        }
+        self.last.fetch_max(reading, Ordering::Relaxed).max(reading)
+    }
+
+    #[inline]
+    fn unix_nanos_at(&self, now: u64) -> u128 {
+        self.unix_origin_nanos + u128::from(now)
+    }
+}
+
+/// A manually driven clock for deterministic tests. Clones share the same time.
+///
+/// ```
+/// use std::time::Duration;
+/// use compresh_ratelimit::{Clock, FakeClock};
+///
+/// let clock = FakeClock::new(Duration::from_secs(1_700_000_000));
+/// let shared = clock.clone();
+/// clock.advance(Duration::from_millis(30));
+/// assert_eq!(shared.now(), 30_000_000);
+/// assert_eq!(shared.unix_nanos_at(shared.now()), 1_700_000_000_030_000_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct FakeClock {
+    now: Arc<AtomicU64>,
+    unix_origin: Duration,
+}
+
+impl FakeClock {
+    /// A clock reading zero, whose origin is `unix_origin` after the Unix epoch.
+    pub fn new(unix_origin: Duration) -> Self {
+        Self {
+            now: Arc::new(AtomicU64::new(0)),
+            unix_origin,
+        }
+    }
+
+    /// Moves time forward by `by` (saturating at `u64::MAX` nanoseconds).
+    pub fn advance(&self, by: Duration) {
+        let by = duration_to_nanos(by);
+        // The closure always returns Some, so fetch_update cannot fail.
+        let _ = self
+            .now
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+
+    /// Sets the time since the origin. Unlike a real clock this may move time backwards, which
+    /// the limiter tolerates (it treats readings before a key's state as "not yet").
+    pub fn set(&self, since_origin: Duration) {
+        self.now
+            .store(duration_to_nanos(since_origin), Ordering::SeqCst);
+    }
+
+    /// The current time since the origin.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.now.load(Ordering::SeqCst))
+    }
+
+    /// The Unix time of this clock's origin.
+    pub fn unix_origin(&self) -> Duration {
+        self.unix_origin
+    }
+}
+
+impl Default for FakeClock {
+    /// A clock at the Unix epoch.
+    fn default() -> Self {
+        Self::new(Duration::ZERO)
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn unix_nanos_at(&self, now: u64) -> u128 {
+        self.unix_origin.as_nanos() + u128::from(now)
+    }
+}
+
+/// Whole nanoseconds of `duration`, saturating at `u64::MAX`.
+pub(crate) fn duration_to_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_readings_never_decrease() {
+        let clock = MonotonicClock::new();
+        let mut previous = clock.now();
+        for _ in 0..10_000 {
+            let reading = clock.now();
+            assert!(reading >= previous);
+            previous = reading;
+        }
+    }
+
+    #[test]
+    fn monotonic_guard_returns_the_highest_reading_seen() {
+        let clock = MonotonicClock::new();
+        // Simulate another thread having observed a later time than this thread's Instant.
+        let far = u64::MAX / 2;
+        clock.last.store(far, Ordering::Relaxed);
+        assert_eq!(clock.now(), far);
+    }
+
+    #[test]
+    fn monotonic_unix_mapping_matches_system_time() {
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let clock = MonotonicClock::new();
+        let now = clock.now();
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let unix = clock.unix_nanos_at(now);
+        assert!(unix >= before.as_nanos());
+        // Generous bound: the mapping is origin + reading, so it cannot be far past `after`.
+        assert!(unix <= after.as_nanos() + u128::from(now));
+        assert_eq!(clock.unix_nanos_at(now + 5) - unix, 5);
+    }
+
+    #[test]
+    fn fake_clock_advance_set_and_shared_clones() {
+        let clock = FakeClock::new(Duration::from_secs(100));
+        let other = clock.clone();
+        assert_eq!(clock.now(), 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(other.now(), 1_000_000);
+        other.set(Duration::from_secs(2));
+        assert_eq!(clock.elapsed(), Duration::from_secs(2));
+        assert_eq!(clock.unix_origin(), Duration::from_secs(100));
+        assert_eq!(clock.unix_nanos_at(clock.now()), 102_000_000_000);
+        clock.set(Duration::from_nanos(u64::MAX - 1));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), u64::MAX);
+    }
+
+    #[test]
+    fn arc_clock_delegates() {
+        let fake = FakeClock::new(Duration::from_secs(7));
+        let shared: Arc<dyn Clock> = Arc::new(fake.clone());
+        fake.advance(Duration::from_nanos(9));
+        assert_eq!(shared.now(), 9);
+        assert_eq!(shared.unix_nanos_at(9), 7_000_000_009);
+    }
+}

@@ -1,0 +1,718 @@
+//! The keyed GCRA limiter: sharded map of key → one `AtomicU64` (theoretical arrival time).
+
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::decision::{ceil_secs, Decision};
+use crate::policy::Policy;
+
+/// A shard is swept on insert once it holds more than this many entries and twice as many as
+/// after its last sweep (amortised O(1) per insert).
+const MIN_SWEEP_LEN: usize = 64;
+
+/// The backend seam: callers hold `&dyn RateLimiter<str>` (or a generic), so a distributed
+/// backend (Redis) can replace [`KeyedLimiter`] later.
+pub trait RateLimiter<K: ?Sized>: Send + Sync {
+    /// Counts one request for `key` under `policy` and decides whether it may proceed.
+    fn check(&self, key: &K, policy: &Policy) -> Decision;
+}
+
+/// An in-process GCRA limiter keyed by `K`, lock-free per key on the hot path.
+///
+/// State is one `AtomicU64` per key (its theoretical arrival time, TAT, in nanoseconds of `C`).
+/// The map is split into shards of `RwLock<HashTable>`; checking an existing key takes one
+/// shard's read lock and runs a CAS loop on the key's atomic. Only the first request of a key
+/// (or the first after eviction) takes a write lock.
+///
+/// Entries whose TAT is not after now are indistinguishable from fresh keys and are evicted
+/// automatically (see the crate docs), so memory is bounded by recently active keys.
+///
+/// Keys are stored as given and are not zeroized: key the limiter by an API key's id or hash,
+/// not by the secret itself.
+pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
+    shards: Box<[Shard<K>]>,
+    /// `64 - log2(shards.len())`.
+    shard_shift: u32,
+    hasher: RandomState,
+    clock: C,
+    /// Clock time at which the next time-based sweep of every shard is due.
+    next_sweep: AtomicU64,
+    /// Longest policy period seen on insert, in nanoseconds: the time-based sweep interval.
+    sweep_interval: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedLimiter<K, MonotonicClock> {
+    /// A limiter on the real monotonic clock.
+    pub fn new() -> Self {
+        Self::with_clock(MonotonicClock::new())
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Default for KeyedLimiter<K, MonotonicClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedLimiter<K, C> {
+    /// A limiter reading time from `clock` (4 shards per available CPU, at least 8).
+    pub fn with_clock(clock: C) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let shard_count = (cpus * 4).next_power_of_two().clamp(8, 1024);
+        let shards = (0..shard_count)
+            .map(|_| Shard {
+                inner: RwLock::new(ShardInner {
+                    table: HashTable::new(),
+                    len_after_sweep: 0,
+                }),
+            })
+            .collect();
+        Self {
+            shards,
+            shard_shift: 64 - shard_count.trailing_zeros(),
+            hasher: RandomState::new(),
+            clock,
+            next_sweep: AtomicU64::new(0),
+            sweep_interval: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request for `key` under `policy` and decides whether it may proceed.
+    ///
+    /// A denied request is not counted. The policy is read on every call, so changing a key's
+    /// policy takes effect on its next check (see the crate docs for how state carries over).
+    #[inline]
+    pub fn check<Q>(&self, key: &Q, policy: &Policy) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[self.shard_index(hash)];
+        let now = self.clock.now();
+        let found = {
+            let guard = shard.read();
+            guard
+                .table
+                .find(hash, |slot| slot.key.borrow() == key)
+                .map(|slot| acquire(&slot.tat, policy, now))
+        };
+        let (allowed, tat) = match found {
+            Some(outcome) => outcome,
+            None => self.insert(shard, hash, key, policy, now),
+        };
+        self.maybe_sweep(now);
+        self.decision(policy, now, allowed, tat)
+    }
+
+    /// The decision a request for `key` would get now, without counting one: `remaining` is
+    /// the whole requests available now (including the one a request would use), and
+    /// `retry_after` is set when a request would be denied. Never inserts a key.
+    pub fn peek<Q>(&self, key: &Q, policy: &Policy) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[self.shard_index(hash)];
+        let now = self.clock.now();
+        let stored = shard
+            .read()
+            .table
+            .find(hash, |slot| slot.key.borrow() == key)
+            .map_or(0, |slot| slot.tat.load(Ordering::Relaxed));
+        let tat = stored.max(now);
+        let allowed = tat - now <= policy.tolerance_ns();
+        self.decision(policy, now, allowed, tat)
+    }
+
+    /// Number of keys currently stored (active keys plus idle ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().table.len())
+            .sum()
+    }
+
+    /// Whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Evicts every key that is idle now (its state is that of a fresh key). Happens
+    /// automatically during [`check`](Self::check); call it to reclaim memory eagerly.
+    pub fn retain_recent(&self) {
+        self.sweep_all(self.clock.now());
+    }
+
+    /// The clock this limiter reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        // hashbrown uses the low bits for the bucket and the top 7 bits as a tag, so pick the
+        // shard from the bits just below the tag; otherwise every key in a shard would share
+        // its low bits and crowd a fraction of the buckets.
+        ((hash << 7) >> self.shard_shift) as usize
+    }
+
+    /// The slow path: first request of a key. Inserts under the shard's write lock (re-checking,
+    /// since another thread may have inserted meanwhile) and sweeps the shard if it has doubled.
+    #[cold]
+    fn insert<Q>(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        key: &Q,
+        policy: &Policy,
+        now: u64,
+    ) -> (bool, u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.sweep_interval
+            .fetch_max(duration_nanos(policy.period()), Ordering::Relaxed);
+        let mut guard = shard.write();
+        let inner = &mut *guard;
+        let outcome = {
+            let slot = inner
+                .table
+                .entry(
+                    hash,
+                    |slot| slot.key.borrow() == key,
+                    |slot| self.hasher.hash_one(&slot.key),
+                )
+                .or_insert_with(|| Slot {
+                    key: key.to_owned(),
+                    tat: AtomicU64::new(0),
+                })
+                .into_mut();
+            acquire(&slot.tat, policy, now)
+        };
+        if inner.table.len() > (inner.len_after_sweep * 2).max(MIN_SWEEP_LEN) {
+            // The new key survives: its first request is always allowed, so its TAT > now.
+            inner.sweep(now);
+        }
+        outcome
+    }
+
+    /// Time-based sweep of all shards, at most once per sweep interval (the longest period
+    /// seen), so idle keys go even when no shard grows. One caller wins the CAS and sweeps.
+    #[inline]
+    fn maybe_sweep(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let interval = self.sweep_interval.load(Ordering::Relaxed).max(1);
+        if self
+            .next_sweep
+            .compare_exchange(
+                due,
+                now.saturating_add(interval),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.sweep_all(now);
+        }
+    }
+
+    fn sweep_all(&self, now: u64) {
+        for shard in &*self.shards {
+            shard.write().sweep(now);
+        }
+    }
+
+    #[inline]
+    fn decision(&self, policy: &Policy, now: u64, allowed: bool, tat: u64) -> Decision {
+        let emission = policy.emission_ns();
+        // Whole requests available: how many emission intervals fit between TAT and the
+        // full-bucket horizon `now + T × burst`.
+        let available = now.saturating_add(policy.capacity_ns()).saturating_sub(tat) / emission;
+        let reset_after = tat.saturating_sub(now);
+        let retry_after = if allowed {
+            None
+        } else {
+            // Denied means tat - now > τ, so this is positive.
+            Some(Duration::from_nanos(
+                tat.saturating_sub(policy.tolerance_ns())
+                    .saturating_sub(now),
+            ))
+        };
+        let reset_unix = self.clock.unix_nanos_at(now) + u128::from(reset_after);
+        Decision {
+            allowed,
+            limit: policy.limit(),
+            remaining: u32::try_from(available).unwrap_or(u32::MAX),
+            reset: ceil_div_secs(reset_unix),
+            reset_after: Duration::from_nanos(reset_after),
+            retry_after,
+            window_secs: ceil_secs(policy.period()),
+        }
+    }
+}
+
+impl<K, Q, C> RateLimiter<Q> for KeyedLimiter<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static + Borrow<Q>,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    C: Clock,
+{
+    fn check(&self, key: &Q, policy: &Policy) -> Decision {
+        KeyedLimiter::check(self, key, policy)
+    }
+}
+
+impl<K, C: Clock> fmt::Debug for KeyedLimiter<K, C> {
+    /// Shows sizes only: keys may be sensitive.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len: usize = self
+            .shards
+            .iter()
+            .map(|shard| shard.read().table.len())
+            .sum();
+        f.debug_struct("KeyedLimiter")
+            .field("shards", &self.shards.len())
+            .field("len", &len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One shard, aligned to its own cache lines so shard locks do not false-share.
+#[repr(align(128))]
+struct Shard<K> {
+    inner: RwLock<ShardInner<K>>,
+}
+
+impl<K> Shard<K> {
+    // The shard's data is atomics plus a table that is never left half-updated by our code, so a
+    // poisoned lock (a panic in a user's Hash/Eq impl) is safe to keep using.
+    #[inline]
+    fn read(&self) -> RwLockReadGuard<'_, ShardInner<K>> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ShardInner<K>> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct ShardInner<K> {
+    table: HashTable<Slot<K>>,
+    len_after_sweep: usize,
+}
+
+impl<K> ShardInner<K> {
+    /// Drops entries with TAT <= now: for any policy they behave exactly like an absent key.
+    fn sweep(&mut self, now: u64) {
+        self.table
+            .retain(|slot| slot.tat.load(Ordering::Relaxed) > now);
+        self.len_after_sweep = self.table.len();
+    }
+}
+
+struct Slot<K> {
+    key: K,
+    /// Theoretical arrival time in clock nanoseconds; 0 for a fresh key.
+    tat: AtomicU64,
+}
+
+/// GCRA on one key: returns (allowed, TAT after the decision).
+///
+/// With `T` the emission interval and `τ = T × (burst − 1)`: `tat = max(stored, now)`; allow iff
+/// `tat − now <= τ`, then store `tat + T`. A fresh key (tat = now) thus allows exactly `burst`
+/// requests at one instant. Denials write nothing. `Relaxed` suffices: the atomic is the only
+/// state and the CAS orders all updates to it.
+#[inline]
+fn acquire(state: &AtomicU64, policy: &Policy, now: u64) -> (bool, u64) {
+    let emission = policy.emission_ns();
+    let tolerance = policy.tolerance_ns();
+    let mut current = state.load(Ordering::Relaxed);
+    loop {
+        let tat = current.max(now);
+        if tat - now > tolerance {
+            return (false, tat);
+        }
+        let next = tat.saturating_add(emission);
+        match state.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (true, next),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    crate::clock::duration_to_nanos(duration)
+}
+
+/// Unix nanoseconds → whole seconds, rounded up.
+#[inline]
+fn ceil_div_secs(nanos: u128) -> u64 {
+    const NANOS_PER_SEC: u64 = 1_000_000_000;
+    // Fast path in u64 (good until 2554); u128 division is a library call.
+    match u64::try_from(nanos) {
+        Ok(nanos) => nanos.div_ceil(NANOS_PER_SEC),
+        Err(_) => u64::try_from(nanos.div_ceil(u128::from(NANOS_PER_SEC))).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::{Arc, Barrier};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock::FakeClock;
+
+    const UNIX_ORIGIN: Duration = Duration::from_secs(1_700_000_000);
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    fn limiter() -> KeyedLimiter<String, FakeClock> {
+        KeyedLimiter::with_clock(FakeClock::new(UNIX_ORIGIN))
+    }
+
+    /// 10 per second: T = 100 ms.
+    fn ten_per_sec() -> Policy {
+        Policy::new(nz(10), Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn fresh_key_gets_exactly_burst_then_retry_after_t() {
+        let limiter = limiter();
+        let policy = Policy::per_minute(nz(2_000));
+        let first = limiter.check("k", &policy);
+        assert_eq!(
+            first,
+            Decision {
+                allowed: true,
+                limit: 2_000,
+                remaining: 1_999,
+                reset: 1_700_000_001,
+                reset_after: Duration::from_millis(30),
+                retry_after: None,
+                window_secs: 60,
+            }
+        );
+        for i in 2..2_000 {
+            let decision = limiter.check("k", &policy);
+            assert!(decision.allowed, "request {i}");
+            assert_eq!(decision.remaining, 2_000 - i);
+        }
+        let last = limiter.check("k", &policy);
+        assert!(last.allowed);
+        assert_eq!(last.remaining, 0);
+        assert_eq!(last.reset_after, Duration::from_secs(60));
+        assert_eq!(last.reset, 1_700_000_060);
+        let denied = limiter.check("k", &policy);
+        assert!(!denied.allowed);
+        assert_eq!(denied.remaining, 0);
+        assert_eq!(denied.retry_after, Some(Duration::from_millis(30)));
+        assert_eq!(denied.retry_after_secs(), Some(1));
+        assert_eq!(denied.reset_after, Duration::from_secs(60));
+        // Denials are not counted: the wait does not grow.
+        assert_eq!(
+            limiter.check("k", &policy).retry_after,
+            Some(Duration::from_millis(30))
+        );
+    }
+
+    #[test]
+    fn refill_is_exactly_one_per_emission_interval() {
+        let limiter = limiter();
+        let policy = ten_per_sec();
+        for _ in 0..10 {
+            assert!(limiter.check("k", &policy).allowed);
+        }
+        assert!(!limiter.check("k", &policy).allowed);
+        limiter
+            .clock()
+            .advance(Duration::from_millis(100) - Duration::from_nanos(1));
+        let almost = limiter.check("k", &policy);
+        assert!(!almost.allowed);
+        assert_eq!(almost.retry_after, Some(Duration::from_nanos(1)));
+        limiter.clock().advance(Duration::from_nanos(1));
+        let refilled = limiter.check("k", &policy);
+        assert!(refilled.allowed);
+        assert_eq!(refilled.remaining, 0);
+        assert!(!limiter.check("k", &policy).allowed);
+        // Partial refill: 350 ms later, 3 whole requests are available.
+        limiter.clock().advance(Duration::from_millis(350));
+        let partial = limiter.check("k", &policy);
+        assert!(partial.allowed);
+        assert_eq!(partial.remaining, 2);
+        assert_eq!(partial.reset_after, Duration::from_millis(750));
+        assert_eq!(limiter.peek("k", &policy).remaining, 2);
+        // Idle for a full period: fresh again.
+        limiter.clock().advance(Duration::from_secs(1));
+        assert_eq!(limiter.check("k", &policy).remaining, 9);
+    }
+
+    #[test]
+    fn reset_is_rounded_up_unix_seconds_from_the_same_reading() {
+        let clock = FakeClock::new(Duration::new(1_700_000_000, 900_000_000));
+        let limiter: KeyedLimiter<String, FakeClock> = KeyedLimiter::with_clock(clock);
+        let policy = ten_per_sec();
+        let first = limiter.check("k", &policy);
+        // 1_700_000_000.9 + 0.1 = exactly 1_700_000_001.
+        assert_eq!(first.reset, 1_700_000_001);
+        let second = limiter.check("k", &policy);
+        assert_eq!(second.reset, 1_700_000_002);
+        assert_eq!(second.headers()[4].1, "\"default\";r=8;t=1");
+    }
+
+    #[test]
+    fn burst_smaller_than_limit() {
+        let limiter = limiter();
+        let policy = Policy::per_minute(nz(60)).with_burst(nz(3));
+        let decisions: Vec<bool> = (0..4)
+            .map(|_| limiter.check("k", &policy).allowed)
+            .collect();
+        assert_eq!(decisions, [true, true, true, false]);
+        let denied = limiter.check("k", &policy);
+        assert_eq!(denied.limit, 60);
+        assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(denied.reset_after, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn keys_are_independent_and_borrowed_lookup_works() {
+        let limiter = limiter();
+        let policy = Policy::new(nz(1), Duration::from_secs(1)).unwrap();
+        assert!(limiter.check("a", &policy).allowed);
+        assert!(!limiter.check(&"a".to_owned(), &policy).allowed);
+        assert!(limiter.check("b", &policy).allowed);
+        assert_eq!(limiter.len(), 2);
+        let dynamic: &dyn RateLimiter<str> = &limiter;
+        assert!(!dynamic.check("b", &policy).allowed);
+        assert!(dynamic.check("c", &policy).allowed);
+    }
+
+    #[test]
+    fn peek_does_not_consume_or_insert() {
+        let limiter = limiter();
+        let policy = Policy::new(nz(2), Duration::from_secs(1)).unwrap();
+        let fresh = limiter.peek("k", &policy);
+        assert!(fresh.allowed);
+        assert_eq!(fresh.remaining, 2);
+        assert_eq!(fresh.reset_after, Duration::ZERO);
+        assert!(limiter.is_empty());
+        limiter.check("k", &policy);
+        limiter.check("k", &policy);
+        let exhausted = limiter.peek("k", &policy);
+        assert!(!exhausted.allowed);
+        assert_eq!(exhausted.remaining, 0);
+        assert_eq!(exhausted.retry_after, Some(Duration::from_millis(500)));
+        assert_eq!(limiter.peek("k", &policy), exhausted);
+    }
+
+    #[test]
+    fn policy_change_keeps_the_time_debt() {
+        // The stored TAT is absolute time, so what carries over is the debt `TAT - now` in
+        // nanoseconds: with the same period, the used fraction of the window carries over and
+        // is then repaid at the new rate.
+        let limiter = limiter();
+        let small = Policy::per_minute(nz(2_000));
+        for _ in 0..2_000 {
+            assert!(limiter.check("k", &small).allowed);
+        }
+        // Upgrade to 4,000/min: a full window of debt (60 s) exceeds τ = 3,999 × 15 ms, so the
+        // key waits 15 ms (the new T), not the old 30 ms.
+        let big = Policy::per_minute(nz(4_000));
+        let denied = limiter.check("k", &big);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Some(Duration::from_millis(15)));
+        limiter.clock().advance(Duration::from_millis(15));
+        assert!(limiter.check("k", &big).allowed);
+
+        // Downgrade: one request (30 ms of debt) under 2,000/min, then 10/min (T = 6 s):
+        // 30 ms + 6 s of debt leaves 8 whole requests of the 10-request burst.
+        let other = "other";
+        assert!(limiter.check(other, &small).allowed);
+        let tiny = Policy::per_minute(nz(10));
+        let after = limiter.check(other, &tiny);
+        assert!(after.allowed);
+        assert_eq!(after.remaining, 8);
+        assert_eq!(after.reset_after, Duration::from_millis(6_030));
+    }
+
+    #[test]
+    fn clock_moving_backwards_is_tolerated() {
+        let limiter = limiter();
+        let policy = Policy::new(nz(1), Duration::from_secs(1)).unwrap();
+        limiter.clock().set(Duration::from_secs(10));
+        assert!(limiter.check("k", &policy).allowed);
+        limiter.clock().set(Duration::from_secs(5));
+        let denied = limiter.check("k", &policy);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn frozen_clock_eight_threads_get_exactly_the_limit() {
+        let limiter = Arc::new(limiter());
+        let policy = Policy::per_minute(nz(2_000));
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..1_000)
+                        .filter(|_| limiter.check("shared", &policy).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(allowed, 2_000);
+        assert_eq!(limiter.peek("shared", &policy).remaining, 0);
+    }
+
+    #[test]
+    fn eviction_of_a_million_idle_keys() {
+        let clock = FakeClock::new(UNIX_ORIGIN);
+        let limiter: KeyedLimiter<u64, FakeClock> = KeyedLimiter::with_clock(clock.clone());
+        let policy = Policy::new(nz(1), Duration::from_millis(1)).unwrap();
+        for key in 0..1_000_000u64 {
+            assert!(limiter.check(&key, &policy).allowed);
+        }
+        // The clock is frozen, so nothing is idle yet: amortised sweeps must not drop live keys.
+        assert_eq!(limiter.len(), 1_000_000);
+        assert!(!limiter.check(&42, &policy).allowed);
+        clock.advance(Duration::from_millis(2));
+        for key in 2_000_000..2_000_003u64 {
+            assert!(limiter.check(&key, &policy).allowed);
+        }
+        assert!(limiter.len() <= 3, "len = {}", limiter.len());
+        // An evicted key behaves exactly like a fresh one.
+        assert_eq!(limiter.check(&42, &policy).remaining, 0);
+        assert!(limiter.check(&43, &policy).allowed);
+    }
+
+    #[test]
+    fn amortised_shard_sweep_keeps_len_bounded_without_time_sweeps() {
+        // A long period keeps the time-based sweep away; shard growth alone must evict.
+        let clock = FakeClock::new(UNIX_ORIGIN);
+        let limiter: KeyedLimiter<u64, FakeClock> = KeyedLimiter::with_clock(clock.clone());
+        let long = Policy::new(nz(1), Duration::from_secs(3_600)).unwrap();
+        assert!(limiter.check(&u64::MAX, &long).allowed);
+        let short = Policy::new(nz(1), Duration::from_millis(1)).unwrap();
+        let shards = limiter.shards.len();
+        for key in 0..100_000u64 {
+            limiter.check(&key, &short);
+            clock.advance(Duration::from_millis(1));
+        }
+        // Each shard sweeps when it doubles, and all but the last key are idle by then.
+        assert!(
+            limiter.len() <= shards * MIN_SWEEP_LEN * 2 + 1,
+            "len = {}",
+            limiter.len()
+        );
+    }
+
+    #[test]
+    fn retain_recent_evicts_only_idle_keys() {
+        let limiter = limiter();
+        let short = Policy::new(nz(1), Duration::from_millis(10)).unwrap();
+        let long = Policy::new(nz(1), Duration::from_secs(10)).unwrap();
+        limiter.check("short", &short);
+        limiter.check("long", &long);
+        assert_eq!(limiter.len(), 2);
+        limiter.retain_recent();
+        assert_eq!(limiter.len(), 2);
+        limiter.clock().advance(Duration::from_millis(10));
+        limiter.retain_recent();
+        assert_eq!(limiter.len(), 1);
+        assert!(!limiter.check("long", &long).allowed);
+        assert!(!limiter.is_empty());
+        assert_eq!(
+            format!("{limiter:?}"),
+            format!(
+                "KeyedLimiter {{ shards: {}, len: 1, .. }}",
+                limiter.shards.len()
+            )
+        );
+    }
+
+    #[test]
+    fn ceil_div_secs_edges() {
+        assert_eq!(ceil_div_secs(0), 0);
+        assert_eq!(ceil_div_secs(1), 1);
+        assert_eq!(ceil_div_secs(1_000_000_000), 1);
+        assert_eq!(ceil_div_secs(1_000_000_001), 2);
+        assert_eq!(ceil_div_secs(u128::from(u64::MAX) + 1), 18_446_744_074);
+    }
+
+    /// Reference model: a token bucket counting credit in nanoseconds (no floats). Capacity
+    /// `burst × T`, refilled 1 ns per ns, a request costs `T`.
+    struct Bucket {
+        credit: u64,
+        last: u64,
+    }
+
+    impl Bucket {
+        fn arrive(&mut self, policy: &Policy, now: u64) -> (bool, u64, u64, Option<u64>) {
+            let t = policy.emission_interval().as_nanos() as u64;
+            let capacity = t * u64::from(policy.burst());
+            self.credit = (self.credit + (now - self.last)).min(capacity);
+            self.last = now;
+            if self.credit >= t {
+                self.credit -= t;
+                (true, self.credit / t, capacity - self.credit, None)
+            } else {
+                (false, 0, capacity - self.credit, Some(t - self.credit))
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_token_bucket_model(
+            limit in 1u32..50,
+            period_factor in 1u64..1_000,
+            burst in 1u32..60,
+            gaps in prop::collection::vec(0u64..200_000, 1..200),
+        ) {
+            let period = u64::from(limit) * period_factor;
+            let policy = Policy::new(nz(limit), Duration::from_nanos(period))
+                .unwrap()
+                .with_burst(nz(burst));
+            let clock = FakeClock::new(UNIX_ORIGIN);
+            clock.set(Duration::from_secs(1));
+            let limiter: KeyedLimiter<u8, FakeClock> = KeyedLimiter::with_clock(clock.clone());
+            let t = policy.emission_interval().as_nanos() as u64;
+            let mut model = Bucket { credit: t * u64::from(burst), last: clock.now() };
+            for gap in gaps {
+                // Gaps up to 4 periods, with many zero gaps to exercise bursts.
+                let gap = if gap % 3 == 0 { 0 } else { gap % (4 * period) };
+                clock.advance(Duration::from_nanos(gap));
+                let (allowed, remaining, reset_after, retry_after) =
+                    model.arrive(&policy, clock.now());
+                let decision = limiter.check(&0, &policy);
+                prop_assert_eq!(decision.allowed, allowed);
+                prop_assert_eq!(u64::from(decision.remaining), remaining);
+                prop_assert_eq!(decision.reset_after, Duration::from_nanos(reset_after));
+                prop_assert_eq!(decision.retry_after, retry_after.map(Duration::from_nanos));
+            }
+        }
+    }
+}
