@@ -1,0 +1,3 @@
+//! Hot-path benches (placeholder until the stage benches land).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Benchmark support for Compresh (the load generator and hot-path benches land here).
