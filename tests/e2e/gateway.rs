@@ -5,21 +5,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use compresh::gateway::GatewayConfig;
-use compresh_e2e::{
-    eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET, OPENAI_SECRET,
-};
+use compresh_e2e::{eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET, OPENAI_SECRET};
 use compresh_mock::{Gate, MockResponse};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
-const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
 
 fn assert_error(reply: &compresh_e2e::Reply, status: StatusCode, error_type: &str, code: &str) {
-    assert_eq!(reply.status, status, "body: {}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let json = reply.json();
     assert_eq!(json["error"]["type"], error_type, "{json}");
     assert_eq!(json["error"]["code"], code, "{json}");
-    assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(json["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert_eq!(reply.header("content-type"), Some("application/json"));
 }
 
@@ -33,7 +39,12 @@ async fn health_needs_no_key() {
         assert_eq!(reply.json()["version"], env!("CARGO_PKG_VERSION"));
     }
     let reply = gw.send(Method::GET, "/nope", &[], Bytes::new()).await;
-    assert_error(&reply, StatusCode::NOT_FOUND, "invalid_request_error", "not_found");
+    assert_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+    );
 }
 
 #[tokio::test]
@@ -42,15 +53,30 @@ async fn bad_credentials_get_401_and_nothing_is_forwarded() {
     let missing = gw
         .send(Method::POST, "/v1/chat/completions", &[], CHAT.to_owned())
         .await;
-    assert_error(&missing, StatusCode::UNAUTHORIZED, "authentication_error", "missing_api_key");
+    assert_error(
+        &missing,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "missing_api_key",
+    );
 
     let malformed = gw.chat("comp_tooshort", CHAT).await;
-    assert_error(&malformed, StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key");
+    assert_error(
+        &malformed,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "invalid_api_key",
+    );
     assert!(!String::from_utf8_lossy(&malformed.body).contains("comp_tooshort"));
 
     let unknown = compresh_keys::ApiKey::generate();
     let reply = gw.chat(unknown.expose_secret(), CHAT).await;
-    assert_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key");
+    assert_error(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "invalid_api_key",
+    );
 
     let basic = gw
         .send(
@@ -61,7 +87,10 @@ async fn bad_credentials_get_401_and_nothing_is_forwarded() {
         )
         .await;
     assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
-    assert!(gw.mock.requests().is_empty(), "nothing may reach the provider");
+    assert!(
+        gw.mock.requests().is_empty(),
+        "nothing may reach the provider"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +111,12 @@ async fn chat_completion_swaps_credentials_and_carries_gateway_headers() {
             CHAT.to_owned(),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.json()["usage"]["total_tokens"], 19);
     assert_eq!(reply.header("x-ratelimit-limit"), Some("2000"));
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("1999"));
@@ -91,11 +125,24 @@ async fn chat_completion_swaps_credentials_and_carries_gateway_headers() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert!(reset >= now && reset <= now + 61, "reset {reset} vs now {now}");
-    assert_eq!(reply.header("ratelimit-policy"), Some("\"default\";q=2000;w=60"));
-    assert!(reply.header("ratelimit").unwrap().starts_with("\"default\";r=1999;t="));
+    assert!(
+        reset >= now && reset <= now + 61,
+        "reset {reset} vs now {now}"
+    );
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"default\";q=2000;w=60")
+    );
+    assert!(reply
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"default\";r=1999;t="));
     assert_eq!(reply.header("x-compresh-session-id"), Some("session-42"));
-    let overhead: u64 = reply.header("x-compresh-proxy-overhead-ms").unwrap().parse().unwrap();
+    let overhead: u64 = reply
+        .header("x-compresh-proxy-overhead-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(overhead < 10_000);
     // The provider's own headers pass through.
     assert!(reply.header("x-request-id").is_some());
@@ -108,7 +155,10 @@ async fn chat_completion_swaps_credentials_and_carries_gateway_headers() {
     );
     assert_eq!(seen.headers.get("openai-organization").unwrap(), "org-123");
     for dropped in ["x-session-id", "x-compresh-debug", "cookie", "x-api-key"] {
-        assert!(seen.headers.get(dropped).is_none(), "{dropped} reached the provider");
+        assert!(
+            seen.headers.get(dropped).is_none(),
+            "{dropped} reached the provider"
+        );
     }
     for (name, value) in &seen.headers {
         assert!(
@@ -116,11 +166,18 @@ async fn chat_completion_swaps_credentials_and_carries_gateway_headers() {
             "a comp_ key reached the provider in {name}"
         );
     }
-    assert_eq!(seen.body, Bytes::from(CHAT), "the body is forwarded as sent");
+    assert_eq!(
+        seen.body,
+        Bytes::from(CHAT),
+        "the body is forwarded as sent"
+    );
 
     // A generated session id when the client sends none.
     let reply = gw.chat(&gw.api_key, CHAT).await;
-    assert!(reply.header("x-compresh-session-id").unwrap().starts_with("sess_"));
+    assert!(reply
+        .header("x-compresh-session-id")
+        .unwrap()
+        .starts_with("sess_"));
 }
 
 #[tokio::test]
@@ -131,11 +188,19 @@ async fn anthropic_messages_with_x_api_key() {
         .send(
             Method::POST,
             "/v1/messages",
-            &[("x-api-key", &gw.api_key), ("content-type", "application/json")],
+            &[
+                ("x-api-key", &gw.api_key),
+                ("content-type", "application/json"),
+            ],
             body.to_owned(),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.json()["type"], "message");
     assert!(reply.header("x-ratelimit-limit").is_some());
     let seen = gw.mock.last_request().unwrap();
@@ -150,7 +215,12 @@ async fn models_list_goes_to_openai() {
     let gw = TestGateway::start().await;
     let auth = format!("Bearer {}", gw.api_key);
     let reply = gw
-        .send(Method::GET, "/v1/models", &[("authorization", &auth)], Bytes::new())
+        .send(
+            Method::GET,
+            "/v1/models",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["object"], "list");
@@ -205,14 +275,25 @@ async fn exactly_rpm_requests_pass_then_429() {
         let reply = gw.chat(&key, CHAT).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.header("x-ratelimit-limit"), Some("3"));
-        assert_eq!(reply.header("x-ratelimit-remaining"), Some(remaining.to_string().as_str()));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
     }
     let reply = gw.chat(&key, CHAT).await;
-    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded");
+    assert_error(
+        &reply,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+    );
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "retry-after {retry}");
-    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("retry after"));
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("retry after"));
     assert!(reply.header("ratelimit-policy").unwrap().contains("q=3"));
     assert_eq!(gw.mock.requests().len(), 3, "the 429 was not forwarded");
     // Another key of the same account has its own bucket.
@@ -234,12 +315,27 @@ async fn changes_from_another_connection_apply_within_a_second() {
     .await;
 
     // Provider key rotation: the next requests carry the new provider key.
-    set_provider(&cli, "openai", "openai", Some(&gw.mock.openai_base_url()), "sk-rotated-NEW-KEY-000111");
-    eventually_async("provider key rotation applies", Duration::from_secs(2), || async {
-        gw.chat(&gw.api_key, CHAT).await;
-        gw.mock.last_request().unwrap().headers.get("authorization").unwrap()
-            == "Bearer sk-rotated-NEW-KEY-000111"
-    })
+    set_provider(
+        &cli,
+        "openai",
+        "openai",
+        Some(&gw.mock.openai_base_url()),
+        "sk-rotated-NEW-KEY-000111",
+    );
+    eventually_async(
+        "provider key rotation applies",
+        Duration::from_secs(2),
+        || async {
+            gw.chat(&gw.api_key, CHAT).await;
+            gw.mock
+                .last_request()
+                .unwrap()
+                .headers
+                .get("authorization")
+                .unwrap()
+                == "Bearer sk-rotated-NEW-KEY-000111"
+        },
+    )
     .await;
 
     // Deactivation, then reactivation.
@@ -249,7 +345,12 @@ async fn changes_from_another_connection_apply_within_a_second() {
     })
     .await;
     let reply = gw.chat(&gw.api_key, CHAT).await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "permission_error", "account_deactivated");
+    assert_error(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "account_deactivated",
+    );
     compresh::ops::set_account_active(&cli.store, "default", true).unwrap();
     eventually_async("reactivation applies", Duration::from_secs(2), || async {
         gw.chat(&gw.api_key, CHAT).await.status == StatusCode::OK
@@ -263,7 +364,12 @@ async fn changes_from_another_connection_apply_within_a_second() {
     })
     .await;
     let reply = gw.chat(&key, CHAT).await;
-    assert_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error", "revoked_api_key");
+    assert_error(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "revoked_api_key",
+    );
 }
 
 #[tokio::test]
@@ -291,9 +397,19 @@ async fn key_restrictions_give_403() {
     .unwrap();
     let key = key.expose_secret().to_owned();
     assert_eq!(gw.chat(&key, CHAT).await.status, StatusCode::OK);
-    let reply = gw.chat(&key, r#"{"model":"gpt-3.5-turbo","messages":[]}"#).await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "permission_error", "model_not_allowed");
-    assert!(reply.header("x-ratelimit-limit").is_some(), "authenticated responses carry limits");
+    let reply = gw
+        .chat(&key, r#"{"model":"gpt-3.5-turbo","messages":[]}"#)
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "model_not_allowed",
+    );
+    assert!(
+        reply.header("x-ratelimit-limit").is_some(),
+        "authenticated responses carry limits"
+    );
     let reply = gw
         .send(
             Method::POST,
@@ -302,7 +418,12 @@ async fn key_restrictions_give_403() {
             r#"{"model":"gpt-4o","messages":[]}"#.to_owned(),
         )
         .await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "permission_error", "provider_not_allowed");
+    assert_error(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "provider_not_allowed",
+    );
     assert_eq!(gw.mock.requests().len(), 1);
 }
 
@@ -314,10 +435,20 @@ async fn bad_bodies_get_clear_errors() {
     })
     .await;
     let reply = gw.chat(&gw.api_key, "this is not json").await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json");
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "invalid_json",
+    );
     let big = format!(r#"{{"model":"gpt-4o","pad":"{}"}}"#, "x".repeat(4096));
     let reply = gw.chat(&gw.api_key, &big).await;
-    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large");
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "request_too_large",
+    );
     assert!(gw.mock.requests().is_empty());
 }
 
@@ -350,9 +481,20 @@ async fn unreachable_provider_is_503_without_secrets() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    set_provider(&gw.data, "openai", "openai", Some(&format!("http://127.0.0.1:{port}/v1")), OPENAI_SECRET);
+    set_provider(
+        &gw.data,
+        "openai",
+        "openai",
+        Some(&format!("http://127.0.0.1:{port}/v1")),
+        OPENAI_SECRET,
+    );
     let reply = gw.chat(&gw.api_key, CHAT).await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "proxy_error", "upstream_unreachable");
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "proxy_error",
+        "upstream_unreachable",
+    );
     let text = String::from_utf8_lossy(&reply.body);
     assert!(!text.contains(OPENAI_SECRET) && !text.contains(&gw.api_key));
 }
@@ -360,7 +502,13 @@ async fn unreachable_provider_is_503_without_secrets() {
 #[tokio::test]
 async fn provider_header_selects_an_openai_compatible_server() {
     let gw = TestGateway::start().await;
-    set_provider(&gw.data, "local", "openai-compatible", Some(&gw.mock.openai_base_url()), "");
+    set_provider(
+        &gw.data,
+        "local",
+        "openai-compatible",
+        Some(&gw.mock.openai_base_url()),
+        "",
+    );
     let auth = format!("Bearer {}", gw.api_key);
     let reply = gw
         .send(
@@ -372,7 +520,10 @@ async fn provider_header_selects_an_openai_compatible_server() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let seen = gw.mock.last_request().unwrap();
-    assert!(seen.headers.get("authorization").is_none(), "no key configured, none sent");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "no key configured, none sent"
+    );
     assert!(seen.headers.get("x-compresh-provider").is_none());
     let reply = gw
         .send(
@@ -382,7 +533,12 @@ async fn provider_header_selects_an_openai_compatible_server() {
             CHAT.to_owned(),
         )
         .await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "permission_error", "provider_not_configured");
+    assert_error(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "provider_not_configured",
+    );
 }
 
 #[tokio::test]
@@ -408,7 +564,11 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     let mut gw = TestGateway::start().await;
     let gate = Gate::new();
     gw.mock.enqueue(MockResponse::GatedStream {
-        chunks: vec![Bytes::from("data: 1\n\n"), Bytes::from("data: 2\n\n"), Bytes::from("data: [DONE]\n\n")],
+        chunks: vec![
+            Bytes::from("data: 1\n\n"),
+            Bytes::from("data: 2\n\n"),
+            Bytes::from("data: [DONE]\n\n"),
+        ],
         gate: gate.clone(),
     });
     let auth = format!("Bearer {}", gw.api_key);
@@ -439,7 +599,12 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     assert!(!shutdown.is_finished(), "shutdown waits for the stream");
     gate.release();
     gate.release();
-    let body = response.into_body().collect().await.expect("stream completed").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("stream completed")
+        .to_bytes();
     assert_eq!(body, Bytes::from("data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"));
     tokio::time::timeout(Duration::from_secs(5), shutdown)
         .await

@@ -53,7 +53,10 @@ impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("body is not JSON ({error}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -78,8 +81,20 @@ impl TestGateway {
             .expect("first start")
             .expect("store was empty");
         // Point the providers at the mock (the first start used the real default base URLs).
-        set_provider(&data, "openai", "openai", Some(&mock.openai_base_url()), OPENAI_SECRET);
-        set_provider(&data, "anthropic", "anthropic", Some(&mock.base_url()), ANTHROPIC_SECRET);
+        set_provider(
+            &data,
+            "openai",
+            "openai",
+            Some(&mock.openai_base_url()),
+            OPENAI_SECRET,
+        );
+        set_provider(
+            &data,
+            "anthropic",
+            "anthropic",
+            Some(&mock.base_url()),
+            ANTHROPIC_SECRET,
+        );
         let gateway = Gateway::new(data.store.clone(), Arc::clone(&data.master_keys), config)
             .expect("gateway");
         let server = RunningServer::start(
@@ -122,7 +137,10 @@ impl TestGateway {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.into())).expect("request");
-        self.client.request(request).await.expect("gateway answered")
+        self.client
+            .request(request)
+            .await
+            .expect("gateway answered")
     }
 
     /// Send a request and read the whole response.
@@ -149,7 +167,10 @@ impl TestGateway {
         self.send(
             Method::POST,
             "/v1/chat/completions",
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             body.to_owned(),
         )
         .await
@@ -203,7 +224,10 @@ pub fn set_provider(data: &DataDir, name: &str, kind: &str, base_url: Option<&st
 pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -216,7 +240,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -57,9 +57,9 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder
-        .create(path)
-        .map_err(|error| anyhow::anyhow!("cannot create data directory {}: {error}", path.display()))
+    builder.create(path).map_err(|error| {
+        anyhow::anyhow!("cannot create data directory {}: {error}", path.display())
+    })
 }
 
 /// What the first start set up.

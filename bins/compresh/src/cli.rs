@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use compresh_forward::ForwardConfig;
 use compresh_keys::ApiKey;
-use compresh_store::{ApiKeyRecord, UnixTime};
 use compresh_vault::ProviderSecret;
 
+use crate::admin::{AdminToken, AdminTokenError};
 use crate::bootstrap::{first_start, DataDir, DEFAULT_ACCOUNT};
 use crate::gateway::{unix_now, Gateway, GatewayConfig, DEFAULT_BODY_LIMIT};
 use crate::logging::{self, LogFormat};
@@ -26,7 +26,12 @@ use crate::server::{self, DEFAULT_SHUTDOWN_GRACE};
 #[command(name = "compresh", version, about)]
 pub struct Cli {
     /// Directory holding the SQLite store and the master key file.
-    #[arg(long, global = true, env = "COMPRESH_DATA_DIR", default_value = "./compresh-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESH_DATA_DIR",
+        default_value = "./compresh-data"
+    )]
     pub data_dir: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -51,6 +56,20 @@ enum Command {
     /// Manage the master key that encrypts provider keys.
     #[command(subcommand, name = "master-key")]
     MasterKey(MasterKeyCommand),
+    /// Manage web dashboard users (the password is read from stdin).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a dashboard user for an account; the password (at least 10 characters) is read
+    /// from stdin, never argv.
+    Create {
+        email: String,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +89,13 @@ struct ServeArgs {
     /// Seconds to wait for a provider's response headers.
     #[arg(long, default_value_t = ForwardConfig::default().response_timeout.as_secs())]
     response_timeout: u64,
+    /// Also serve `GET /metrics` on this address (it is always on the main listener too).
+    #[arg(long, env = "COMPRESH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Dashboard sign-up: `open` lets anyone create an account, `closed` only
+    /// `compresh users create`.
+    #[arg(long, env = "COMPRESH_SIGNUP", value_enum, default_value_t = crate::dashboard::SignupMode::Closed)]
+    signup: crate::dashboard::SignupMode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,7 +198,10 @@ enum MasterKeyCommand {
 /// Anything else.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let value: u64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration like 90s, 30m, 24h or 7d"))?;
@@ -181,7 +210,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("'{text}' is not a duration like 90s, 30m, 24h or 7d")),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration like 90s, 30m, 24h or 7d"
+            ))
+        }
     };
     Ok(Duration::from_secs(value.saturating_mul(seconds)))
 }
@@ -214,12 +247,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
+    // Checked first: a refused token stops the start before a first start prints its key.
+    let admin_token = admin_token_from_env()?;
     if let Some(first) = first_start(
         &data,
         std::env::var("OPENAI_API_KEY").ok(),
         std::env::var("ANTHROPIC_API_KEY").ok(),
     )? {
         print_banner(&first.api_key, &first.providers);
+    }
+    if admin_token.is_some() {
+        tracing::info!("admin API enabled under /admin/v1/");
     }
     let config = GatewayConfig {
         body_limit: args.body_limit,
@@ -228,33 +266,77 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
             response_timeout: Duration::from_secs(args.response_timeout),
             ..ForwardConfig::default()
         },
+        admin_token,
+        dashboard: crate::dashboard::DashboardConfig {
+            signup: args.signup,
+            ..crate::dashboard::DashboardConfig::default()
+        },
         ..GatewayConfig::default()
     };
     let gateway = Arc::new(Gateway::new(data.store, data.master_keys, config)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "compresh listening");
         println!("compresh listening on http://{addr}");
         let _ = std::io::stdout().flush();
-        server::serve(gateway, listener, shutdown_signal(), Duration::from_secs(args.shutdown_grace)).await;
+        // Dropping `_metrics_stop` after the server returns stops the metrics listener.
+        let _metrics_stop = match args.metrics_listen {
+            Some(metrics_addr) => {
+                let (bound, stop) = crate::metrics::spawn_metrics_listener(
+                    Arc::clone(gateway.metrics()),
+                    metrics_addr,
+                )
+                .await?;
+                tracing::info!(addr = %bound, "metrics listening");
+                println!("compresh metrics on http://{bound}/metrics");
+                Some(stop)
+            }
+            None => None,
+        };
+        server::serve(
+            gateway,
+            listener,
+            shutdown_signal(),
+            Duration::from_secs(args.shutdown_grace),
+        )
+        .await;
         anyhow::Ok(())
     })
+}
+
+/// `COMPRESH_ADMIN_TOKEN` (environment only: argv is visible to other users); unset disables
+/// the admin API, a weak value refuses to start.
+fn admin_token_from_env() -> anyhow::Result<Option<AdminToken>> {
+    let mut text = match std::env::var("COMPRESH_ADMIN_TOKEN") {
+        Ok(text) => text,
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(AdminTokenError::NotVisibleAscii.into())
+        }
+    };
+    let token = AdminToken::new(&text);
+    // Only the digest is kept; wipe this copy of the plaintext.
+    zeroize::Zeroize::zeroize(&mut text);
+    Ok(Some(token?))
 }
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!("cannot listen for SIGTERM: {error}");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!("cannot listen for SIGTERM: {error}");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -295,7 +377,7 @@ fn admin(data: &DataDir, command: Command) -> anyhow::Result<()> {
             }
             AccountsCommand::List => {
                 println!("{:<24} {:<6} {:<8} CREATED", "NAME", "PLAN", "ACTIVE");
-                for account in store.list_accounts()? {
+                for account in ops::list_accounts(store)? {
                     println!(
                         "{:<24} {:<6} {:<8} {}",
                         account.name,
@@ -316,6 +398,14 @@ fn admin(data: &DataDir, command: Command) -> anyhow::Result<()> {
         },
         Command::Keys(command) => keys(data, command)?,
         Command::Providers(command) => providers(data, command)?,
+        Command::Users(UsersCommand::Create { email, account }) => {
+            let password = read_password_from_stdin()?;
+            let user = ops::create_user(store, &email, &password, &account)?;
+            eprintln!(
+                "created dashboard user {} for account {account}",
+                user.email
+            );
+        }
         Command::MasterKey(MasterKeyCommand::Rotate) => {
             let report = ops::rotate_master_key(store, &data.master_keys)?;
             eprintln!(
@@ -357,13 +447,13 @@ fn keys(data: &DataDir, command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::List { account } => {
-            let account = store.account_by_name(&account)?;
+            let keys = ops::list_keys(store, &account)?;
             println!(
                 "{:<17} {:<16} {:<10} {:<11} {:<6} {:<8} LAST USED",
                 "ID", "NAME", "ENV", "HINT", "RPM", "STATUS"
             );
             let now = unix_now();
-            for key in store.list_keys(account.id)? {
+            for key in keys {
                 println!(
                     "{:<17} {:<16} {:<10} {:<11} {:<6} {:<8} {}",
                     key.id.as_str(),
@@ -371,8 +461,9 @@ fn keys(data: &DataDir, command: KeysCommand) -> anyhow::Result<()> {
                     key.environment.as_deref().unwrap_or("-"),
                     key.hint,
                     key.rpm.map_or("plan".to_owned(), |rpm| rpm.to_string()),
-                    key_status(&key, now),
-                    key.last_used_at.map_or("never".to_owned(), |at| at.to_string())
+                    ops::key_status(&key, now),
+                    key.last_used_at
+                        .map_or("never".to_owned(), |at| at.to_string())
                 );
             }
         }
@@ -385,7 +476,11 @@ fn keys(data: &DataDir, command: KeysCommand) -> anyhow::Result<()> {
             eprintln!(
                 "key {} now limited to {}",
                 record.id,
-                record.rpm.map_or("its plan's rate".to_owned(), |rpm| format!("{rpm} requests/minute"))
+                record
+                    .rpm
+                    .map_or("its plan's rate".to_owned(), |rpm| format!(
+                        "{rpm} requests/minute"
+                    ))
             );
         }
         KeysCommand::Rotate { key_id, grace } => {
@@ -399,18 +494,6 @@ fn keys(data: &DataDir, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn key_status(key: &ApiKeyRecord, now: UnixTime) -> &'static str {
-    if key.revoked_at.is_some() {
-        "revoked"
-    } else if !key.is_usable_at(now) {
-        "expired"
-    } else if key.expires_at.is_some() {
-        "expiring"
-    } else {
-        "active"
-    }
 }
 
 fn providers(data: &DataDir, command: ProvidersCommand) -> anyhow::Result<()> {
@@ -438,18 +521,29 @@ fn providers(data: &DataDir, command: ProvidersCommand) -> anyhow::Result<()> {
                 "provider {} ({}) set; key {}",
                 record.name,
                 record.kind,
-                if record.hint.is_empty() { "none" } else { &record.hint }
+                if record.hint.is_empty() {
+                    "none"
+                } else {
+                    &record.hint
+                }
             );
         }
         ProvidersCommand::List { account } => {
-            let account = store.account_by_name(&account)?;
-            println!("{:<16} {:<18} {:<10} {:<40} UPDATED", "NAME", "KIND", "KEY", "BASE URL");
-            for provider in store.list_providers(account.id)? {
+            let providers = ops::list_providers(store, &account)?;
+            println!(
+                "{:<16} {:<18} {:<10} {:<40} UPDATED",
+                "NAME", "KIND", "KEY", "BASE URL"
+            );
+            for provider in providers {
                 println!(
                     "{:<16} {:<18} {:<10} {:<40} {}",
                     provider.name,
                     provider.kind,
-                    if provider.hint.is_empty() { "-" } else { &provider.hint },
+                    if provider.hint.is_empty() {
+                        "-"
+                    } else {
+                        &provider.hint
+                    },
                     provider.base_url.as_deref().unwrap_or("(default)"),
                     provider.updated_at
                 );
@@ -461,6 +555,17 @@ fn providers(data: &DataDir, command: ProvidersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A dashboard password from stdin (one line; the trailing newline is not part of it).
+fn read_password_from_stdin() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|error| anyhow::anyhow!("cannot read the password from stdin: {error}"))?;
+    Ok(zeroize::Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 /// The provider key comes from stdin so it never appears in argv (visible to other users).

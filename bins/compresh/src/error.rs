@@ -117,6 +117,33 @@ impl From<compresh_forward::ForwardError> for GatewayError {
     }
 }
 
+/// The one mapping of operation failures (admin API, `GET /v1/usage`) to responses: unknown
+/// records are 404, name clashes 409, bad input 400; anything else is a 500 whose detail goes
+/// only to the log (store and vault messages name files and versions, never secrets).
+impl From<crate::ops::OpsError> for GatewayError {
+    fn from(error: crate::ops::OpsError) -> Self {
+        use compresh_store::StoreError;
+
+        use crate::ops::OpsError;
+        match &error {
+            OpsError::Store(StoreError::NotFound { .. }) => Self::not_found(error.to_string()),
+            OpsError::Store(StoreError::AlreadyExists { .. }) => Self::new(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "already_exists",
+                error.to_string(),
+            ),
+            OpsError::Invalid(_) | OpsError::Store(StoreError::Invalid { .. }) => {
+                Self::invalid_request("invalid_request", error.to_string())
+            }
+            _ => {
+                tracing::error!("operation failed: {error}");
+                Self::internal()
+            }
+        }
+    }
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
     let mut response = Response::new(full(body));

@@ -6,27 +6,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use compresh_forward::{ForwardConfig, Forwarder};
-use compresh_keys::{extract_key, KeyError};
+use compresh_keys::{extract_key, KeyError, KeyId};
 use compresh_ratelimit::{Decision, KeyedLimiter, Tiers};
 use compresh_store::{ApiKeyRecord, Store};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::admin::AdminToken;
 use crate::body::{BodyError, GatewayBody};
 use crate::error::{json_response, GatewayError};
 use crate::master_keys::MasterKeys;
+use crate::metrics::Metrics;
 use crate::ops::rpm_override;
 use crate::restrictions::{model_allowed, provider_allowed};
 use crate::upstreams::UpstreamCache;
+use crate::usage::{
+    plan_stream, Observe, ObservedBody, StreamPlan, UsageConfig, UsageDraft, UsageRecorder,
+};
 
 /// Default request body limit: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-compresh-provider");
-const SESSION_ID_OUT: HeaderName = HeaderName::from_static("x-compresh-session-id");
-const OVERHEAD_OUT: HeaderName = HeaderName::from_static("x-compresh-proxy-overhead-ms");
+pub(crate) const SESSION_ID_OUT: HeaderName = HeaderName::from_static("x-compresh-session-id");
+pub(crate) const OVERHEAD_OUT: HeaderName = HeaderName::from_static("x-compresh-proxy-overhead-ms");
 
 /// Settings of the request path.
 #[derive(Debug, Clone)]
@@ -37,6 +42,12 @@ pub struct GatewayConfig {
     pub forward: ForwardConfig,
     /// Plan → rate-limit policy.
     pub tiers: Tiers,
+    /// Usage writer settings (queue size, batching, retries).
+    pub usage: UsageConfig,
+    /// Admin API token (`COMPRESH_ADMIN_TOKEN`); `None` disables `/admin/...` (404).
+    pub admin_token: Option<AdminToken>,
+    /// Web dashboard settings (sign-up mode, session lifetime, login throttling).
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +56,9 @@ impl Default for GatewayConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             forward: ForwardConfig::default(),
             tiers: Tiers::default(),
+            usage: UsageConfig::default(),
+            admin_token: None,
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 }
@@ -57,7 +71,11 @@ pub struct Gateway {
     tiers: Tiers,
     forwarder: Forwarder,
     upstreams: UpstreamCache,
+    metrics: Arc<Metrics>,
+    usage: UsageRecorder,
     body_limit: usize,
+    admin_token: Option<AdminToken>,
+    dashboard: crate::dashboard::Dashboard,
 }
 
 /// What the access log line says about one request; filled in as the request proceeds.
@@ -69,6 +87,14 @@ struct RequestRecord {
     upstream_status: Option<u16>,
     upstream_time: Duration,
     decision: Option<Decision>,
+    /// Key id and account id of an authenticated request, for its usage record.
+    usage_key: Option<(KeyId, i64)>,
+    /// The requested model.
+    model: Option<String>,
+    /// The provider is configured for the account, so its name is a bounded metrics label.
+    provider_configured: bool,
+    /// `include_usage` was added to the forwarded request: strip it from the answer.
+    strip_usage: bool,
 }
 
 impl Gateway {
@@ -81,7 +107,18 @@ impl Gateway {
         master_keys: Arc<MasterKeys>,
         config: GatewayConfig,
     ) -> Result<Self, compresh_forward::ForwardError> {
+        let dashboard = crate::dashboard::Dashboard::new(
+            store.clone(),
+            Arc::clone(&master_keys),
+            config.tiers.clone(),
+            config.dashboard,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let usage = UsageRecorder::start(store.clone(), Arc::clone(&metrics), config.usage.clone());
         Ok(Self {
+            metrics,
+            usage,
+            dashboard,
             store,
             master_keys,
             limiter: KeyedLimiter::new(),
@@ -89,12 +126,43 @@ impl Gateway {
             forwarder: Forwarder::new(config.forward)?,
             upstreams: UpstreamCache::default(),
             body_limit: config.body_limit,
+            admin_token: config.admin_token,
         })
     }
 
     /// The store this gateway reads.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The gateway's metrics (also served at `GET /metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Flush usage: stop the background writer after it has written every queued row. Call it
+    /// after connections have drained; rows of bodies still open afterwards are dropped (and
+    /// counted in `compresh_usage_rows_dropped_total`).
+    pub async fn shutdown(&self) {
+        self.usage.shutdown().await;
+    }
+
+    /// The master key ring (for admin operations).
+    pub fn master_keys(&self) -> &Arc<MasterKeys> {
+        &self.master_keys
+    }
+
+    /// The admin token, when the admin API is enabled.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_ref()
+    }
+
+    pub(crate) fn limiter(&self) -> &KeyedLimiter<String> {
+        &self.limiter
+    }
+
+    pub(crate) fn tiers(&self) -> &Tiers {
+        &self.tiers
     }
 
     /// Serve one request. Never fails: every failure is a JSON error response.
@@ -105,11 +173,22 @@ impl Gateway {
         let mut record = RequestRecord::default();
         let response = match (&method, path.as_str()) {
             (&Method::GET, "/health" | "/v1/health") => health(),
-            (_, p) if p.starts_with("/v1/") => {
-                self.proxy(request, started, &mut record).await
+            (&Method::GET, "/metrics") => self.metrics.response(),
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+                crate::admin::handle(self, request).await
             }
+            (_, p) if p == "/dashboard" || p.starts_with("/dashboard/") => {
+                self.dashboard.handle(request).await
+            }
+            (&Method::GET, "/v1/usage") => {
+                let usage = crate::key_usage::handle(self, &request, started).await;
+                (record.key_id, record.account) = (usage.key_id, usage.account);
+                usage.response
+            }
+            (_, p) if p.starts_with("/v1/") => self.proxy(request, started, &mut record).await,
             _ => GatewayError::not_found(format!("no route for {method} {path}")).into_response(),
         };
+        let response = self.observe(&path, started, &record, response);
         tracing::info!(
             target: "compresh::access",
             method = %method,
@@ -158,6 +237,7 @@ impl Gateway {
         let snapshot = self.store.snapshot();
         let key = authenticate(request.headers(), &snapshot, unix_now())?;
         record.key_id = Some(key.id.to_string());
+        record.usage_key = Some((key.id.clone(), key.account_id));
         let account = snapshot.account(key.account_id).ok_or_else(|| {
             tracing::error!(key_id = %key.id, "key without account in snapshot");
             GatewayError::internal()
@@ -176,6 +256,7 @@ impl Gateway {
         let retry_after = decision.retry_after_secs().unwrap_or(1);
         record.decision = Some(decision);
         if !allowed {
+            self.metrics.count_rate_limited();
             return Err(GatewayError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -204,24 +285,29 @@ impl Gateway {
                     format!("the provider '{provider_name}' is not configured for this account"),
                 )
             })?;
+        record.provider_configured = true;
 
         let (parts, body) = request.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
         let model = request_model(&parts.method, &body)?;
+        record.model.clone_from(&model);
         if !model_allowed(key, model.as_deref()) {
             return Err(GatewayError::forbidden(
                 "model_not_allowed",
                 match model {
                     Some(model) => format!("this API key may not use the model '{model}'"),
-                    None => "this API key is restricted to certain models; name one in \"model\"".to_owned(),
+                    None => "this API key is restricted to certain models; name one in \"model\""
+                        .to_owned(),
                 },
             ));
         }
 
+        let body = self.ask_for_usage(&parts, &provider.kind, body, record);
         let upstream = self.upstreams.get(provider, &self.master_keys)?;
         let sent = Instant::now();
         let forwarded = self.forwarder.forward(&upstream, parts, body).await;
         record.upstream_time = sent.elapsed();
+        self.metrics.observe_upstream(record.upstream_time);
         let response = forwarded.map_err(|error| {
             tracing::warn!(provider = %provider_name, code = error.code(), "upstream failure: {error}");
             GatewayError::from(error)
@@ -230,13 +316,86 @@ impl Gateway {
         Ok(response.map(|body| body.map_err(|e| Box::new(e) as BodyError).boxed_unsync()))
     }
 
+    /// OpenAI-style streams report usage only when asked: ask on the client's behalf (the
+    /// answer is stripped of what that adds, see [`crate::usage`]).
+    fn ask_for_usage(
+        &self,
+        parts: &http::request::Parts,
+        kind: &str,
+        body: Bytes,
+        record: &mut RequestRecord,
+    ) -> Bytes {
+        if kind == "anthropic"
+            || parts.method != Method::POST
+            || parts.uri.path() != "/v1/chat/completions"
+        {
+            return body;
+        }
+        match plan_stream(&body) {
+            StreamPlan::Injected(rewritten) => {
+                record.strip_usage = true;
+                self.metrics.count_usage_injected();
+                rewritten
+            }
+            StreamPlan::ClientAsked | StreamPlan::Unchanged => body,
+        }
+    }
+
+    /// Count the request in the metrics and, for `/v1/` routes, wrap the body so its end sends
+    /// the usage record (authenticated requests only) and leaves the active-streams gauge.
+    fn observe(
+        &self,
+        path: &str,
+        started: Instant,
+        record: &RequestRecord,
+        response: Response<GatewayBody>,
+    ) -> Response<GatewayBody> {
+        let provider = record
+            .provider
+            .as_deref()
+            .filter(|_| record.provider_configured);
+        self.metrics
+            .count_request(path, provider, response.status());
+        if !path.starts_with("/v1/") {
+            return response;
+        }
+        self.metrics
+            .observe_overhead(started.elapsed().saturating_sub(record.upstream_time));
+        let draft = record.usage_key.as_ref().map(|(key_id, account_id)| {
+            let draft = UsageDraft {
+                at: unix_now(),
+                key_id: key_id.clone(),
+                account_id: *account_id,
+                provider: record.provider.clone().unwrap_or_else(|| "-".to_owned()),
+                model: record.model.clone(),
+                status: response.status().as_u16(),
+                rate_limited: record
+                    .decision
+                    .as_ref()
+                    .is_some_and(|decision| !decision.allowed),
+                started,
+            };
+            (draft, self.usage.sink().clone())
+        });
+        let observe = Observe::for_response(response.headers(), record.strip_usage);
+        let (mut parts, body) = response.into_parts();
+        if observe == Observe::StripSse {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let body = ObservedBody::new(body, observe, draft, Arc::clone(&self.metrics));
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+
     async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
         let too_large = || {
             GatewayError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 "request_too_large",
-                format!("request body exceeds the limit of {} bytes", self.body_limit),
+                format!(
+                    "request body exceeds the limit of {} bytes",
+                    self.body_limit
+                ),
             )
         };
         let declared = headers
@@ -262,13 +421,15 @@ fn health() -> Response<GatewayBody> {
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
 }
 
-fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     headers: &HeaderMap,
     snapshot: &'a compresh_store::Snapshot,
     now: i64,
 ) -> Result<&'a ApiKeyRecord, GatewayError> {
     let key = extract_key(
-        headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
         headers.get("x-api-key").map(HeaderValue::as_bytes),
     )
     .map_err(|error| match error {
@@ -280,10 +441,9 @@ fn authenticate<'a>(
             "invalid_api_key",
             "unsupported Authorization scheme: use Authorization: Bearer comp_...",
         ),
-        other => GatewayError::unauthenticated(
-            "invalid_api_key",
-            format!("malformed API key: {other}"),
-        ),
+        other => {
+            GatewayError::unauthenticated("invalid_api_key", format!("malformed API key: {other}"))
+        }
     })?;
     let record = snapshot
         .key_by_hash(&key.hash())
@@ -346,7 +506,7 @@ fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, Gateway
     Ok(probe.model.map(Cow::into_owned))
 }
 
-fn session_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn session_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(SESSION_HEADER)
         .filter(|value| !value.is_empty() && value.len() <= 128)
@@ -354,7 +514,8 @@ fn session_id(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(|| {
             let id: u128 = rand::random();
             // A hex string is always a valid header value.
-            HeaderValue::from_str(&format!("sess_{id:032x}")).unwrap_or(HeaderValue::from_static("sess_"))
+            HeaderValue::from_str(&format!("sess_{id:032x}"))
+                .unwrap_or(HeaderValue::from_static("sess_"))
         })
 }
 
@@ -373,7 +534,10 @@ mod tests {
     fn model_is_read_from_json_objects_only() {
         let model = request_model(&Method::POST, br#"{"model":"gpt-4o","messages":[]}"#).unwrap();
         assert_eq!(model.as_deref(), Some("gpt-4o"));
-        assert_eq!(request_model(&Method::POST, br#"{"messages":[]}"#).unwrap(), None);
+        assert_eq!(
+            request_model(&Method::POST, br#"{"messages":[]}"#).unwrap(),
+            None
+        );
         let error = request_model(&Method::POST, b"not json").unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         assert!(request_model(&Method::POST, b"").is_err());

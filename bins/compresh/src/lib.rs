@@ -13,14 +13,19 @@
 //! It is a library as well as a binary so that end-to-end tests can run the real server type on
 //! `127.0.0.1:0`.
 
+pub mod admin;
 pub mod body;
 pub mod bootstrap;
 pub mod cli;
+pub mod dashboard;
 pub mod error;
 pub mod gateway;
+pub mod key_usage;
 pub mod logging;
 pub mod master_keys;
+pub mod metrics;
 pub mod ops;
 pub mod restrictions;
 pub mod server;
 pub mod upstreams;
+pub mod usage;

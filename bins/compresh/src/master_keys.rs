@@ -53,7 +53,12 @@ impl MasterKeys {
 
     /// The current ring.
     pub fn ring(&self) -> Arc<KeyRing> {
-        Arc::clone(&self.ring.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Arc::clone(
+            &self
+                .ring
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Replace the ring (after this process rotated it).

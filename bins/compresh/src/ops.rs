@@ -7,7 +7,8 @@ use std::str::FromStr;
 use compresh_forward::{ProviderKind, Upstream};
 use compresh_keys::{ApiKey, KeyId};
 use compresh_store::{
-    Account, ApiKeyRecord, NewApiKey, NewProvider, ProviderRecord, Store, StoreError, UnixTime,
+    Account, ApiKeyRecord, DailyUsage, NewApiKey, NewProvider, ProviderRecord, Store, StoreError,
+    UnixTime, UsageFilter,
 };
 use compresh_vault::{ProviderSecret, Sealed, VaultError};
 
@@ -311,6 +312,168 @@ pub fn rotate_master_key(store: &Store, keys: &MasterKeys) -> Result<RotationRep
     })
 }
 
+/// Every account, oldest first.
+///
+/// # Errors
+/// A store failure.
+pub fn list_accounts(store: &Store) -> Result<Vec<Account>, OpsError> {
+    Ok(store.list_accounts()?)
+}
+
+/// The keys of an account (records only: hashes and hints, never a key).
+///
+/// # Errors
+/// Unknown account.
+pub fn list_keys(store: &Store, account: &str) -> Result<Vec<ApiKeyRecord>, OpsError> {
+    let account = store.account_by_name(account)?;
+    Ok(store.list_keys(account.id)?)
+}
+
+/// The providers of an account (records carry only ciphertext and a hint of the key).
+///
+/// # Errors
+/// Unknown account.
+pub fn list_providers(store: &Store, account: &str) -> Result<Vec<ProviderRecord>, OpsError> {
+    let account = store.account_by_name(account)?;
+    Ok(store.list_providers(account.id)?)
+}
+
+/// How a key stands at `now`: `revoked`, `expired`, `expiring` (has an expiry, e.g. a rotated
+/// key in its grace period) or `active`.
+pub fn key_status(key: &ApiKeyRecord, now: UnixTime) -> &'static str {
+    if key.revoked_at.is_some() {
+        "revoked"
+    } else if !key.is_usable_at(now) {
+        "expired"
+    } else if key.expires_at.is_some() {
+        "expiring"
+    } else {
+        "active"
+    }
+}
+
+/// Grace period of a rotated key when none is given: 24 hours.
+pub const DEFAULT_ROTATION_GRACE_SECS: u64 = 86_400;
+
+/// Which daily usage rows to read; `None` means no restriction.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    /// Account name.
+    pub account: Option<String>,
+    /// Key id (`key_...`).
+    pub key_id: Option<String>,
+    /// First UTC day, `YYYY-MM-DD`, inclusive.
+    pub from: Option<String>,
+    /// Last UTC day, `YYYY-MM-DD`, inclusive.
+    pub to: Option<String>,
+}
+
+/// Per-key, per-UTC-day usage rows, ordered by day then key id.
+///
+/// # Errors
+/// Unknown account or key, a malformed key id or day, or a store failure.
+pub fn usage(store: &Store, query: &UsageQuery) -> Result<Vec<DailyUsage>, OpsError> {
+    let account_id = match &query.account {
+        Some(name) => Some(store.account_by_name(name)?.id),
+        None => None,
+    };
+    let key_id = match &query.key_id {
+        // Looked up so that a mistyped id is a 404 rather than an empty answer.
+        Some(id) => Some(store.key_by_id(&parse_key_id(id)?)?.id),
+        None => None,
+    };
+    Ok(store.usage_daily(&UsageFilter {
+        account_id,
+        key_id,
+        from_day: query.from.clone(),
+        to_day: query.to.clone(),
+    })?)
+}
+
+/// Create a dashboard user for an existing account; the password is hashed with argon2id.
+///
+/// # Errors
+/// Malformed email, a password shorter than 10 characters, unknown account or a taken email.
+pub fn create_user(
+    store: &Store,
+    email: &str,
+    password: &str,
+    account: &str,
+) -> Result<compresh_store::User, OpsError> {
+    let email = validate_email(email)?;
+    let account = store.account_by_name(account)?;
+    let hash = crate::dashboard::password::hash_password(password).map_err(OpsError::Invalid)?;
+    Ok(store.create_user(&email, &hash, account.id)?)
+}
+
+/// Open sign-up: a new account on plan `free`, named after the email's local part (made unique
+/// with a numeric suffix), and its first user.
+///
+/// # Errors
+/// Malformed email, short password, or an email that already has a user.
+pub fn sign_up(
+    store: &Store,
+    email: &str,
+    password: &str,
+) -> Result<(Account, compresh_store::User), OpsError> {
+    let email = validate_email(email)?;
+    if store.user_by_email(&email)?.is_some() {
+        return Err(OpsError::invalid("a user with this email already exists"));
+    }
+    // Hash before creating anything, so a rejected password leaves no account behind.
+    let hash = crate::dashboard::password::hash_password(password).map_err(OpsError::Invalid)?;
+    let base = account_name_for(&email);
+    let mut account = None;
+    for n in 1..=1000 {
+        let name = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        match store.create_account(&name, "free") {
+            Ok(created) => {
+                account = Some(created);
+                break;
+            }
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let account =
+        account.ok_or_else(|| OpsError::invalid("no free account name for this email"))?;
+    let user = store.create_user(&email, &hash, account.id)?;
+    Ok((account, user))
+}
+
+/// A valid account name from an email's local part: lowercase letters, digits, `-`, `_`, `.`.
+fn account_name_for(email: &str) -> String {
+    let local = email.split('@').next().unwrap_or_default();
+    let mut name: String = local
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    if name.is_empty() {
+        name.push_str("user");
+    }
+    name
+}
+
+/// Lowercased, trimmed email with one `@`, something on both sides, no spaces or controls.
+fn validate_email(email: &str) -> Result<String, OpsError> {
+    let email = email.trim().to_lowercase();
+    let acceptable = email.len() <= 254
+        && email.split('@').count() == 2
+        && email.split('@').all(|part| !part.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if acceptable {
+        Ok(email)
+    } else {
+        Err(OpsError::invalid("that is not an email address"))
+    }
+}
+
 /// The per-minute override as the limiter wants it.
 pub fn rpm_override(record: &ApiKeyRecord) -> Option<NonZeroU32> {
     record.rpm.and_then(NonZeroU32::new)
@@ -352,6 +515,40 @@ mod tests {
         assert!(validate_name("account name", "").is_err());
         assert!(validate_name("account name", "a b").is_err());
         assert!(validate_name("account name", "<script>").is_err());
+    }
+
+    #[test]
+    fn emails_and_sign_up_account_names() {
+        assert_eq!(
+            validate_email(" Ann@Example.com ").unwrap(),
+            "ann@example.com"
+        );
+        assert!(validate_email("no-at-sign").is_err());
+        assert!(validate_email("a@b@c").is_err());
+        assert!(validate_email("@b").is_err());
+        assert!(validate_email("a b@c").is_err());
+        assert_eq!(account_name_for("john.doe+x@example.com"), "john.doex");
+        assert_eq!(account_name_for("<>@example.com"), "user");
+    }
+
+    #[test]
+    fn sign_up_makes_account_names_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let (first, user) = sign_up(&store, "Sam@a.example", "long enough pw").unwrap();
+        assert_eq!((first.name.as_str(), first.plan.as_str()), ("sam", "free"));
+        assert_eq!(user.account_id, first.id);
+        let (second, _) = sign_up(&store, "sam@b.example", "long enough pw").unwrap();
+        assert_eq!(second.name, "sam-2");
+        assert!(sign_up(&store, "SAM@a.example", "long enough pw").is_err());
+        assert!(sign_up(&store, "new@a.example", "short").is_err());
+        assert!(
+            store.account_by_name("new").is_err(),
+            "no account for a rejected password"
+        );
+        let user = create_user(&store, "ops@a.example", "long enough pw", "sam").unwrap();
+        assert_eq!(user.account_id, first.id);
+        assert!(create_user(&store, "x@a.example", "long enough pw", "nope").is_err());
     }
 
     #[test]

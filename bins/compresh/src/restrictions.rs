@@ -57,7 +57,10 @@ mod tests {
         assert!(glob_matches(b"gpt-4o*", b"gpt-4o-mini"));
         assert!(glob_matches(b"gpt-4o*", b"gpt-4o"));
         assert!(!glob_matches(b"gpt-4o*", b"gpt-3.5-turbo"));
-        assert!(glob_matches(b"claude-*-sonnet-*", b"claude-3-5-sonnet-latest"));
+        assert!(glob_matches(
+            b"claude-*-sonnet-*",
+            b"claude-3-5-sonnet-latest"
+        ));
         assert!(glob_matches(b"*", b""));
         assert!(glob_matches(b"gpt-?", b"gpt-4"));
         assert!(!glob_matches(b"gpt-?", b"gpt-40"));

@@ -16,6 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
 
+/// The client's socket address, attached to every request as an extension (the dashboard
+/// throttles logins per client address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
 /// Default time in-flight requests and streams get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -33,7 +38,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -44,7 +49,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let gateway = Arc::clone(&gateway);
-                let service = service_fn(move |request| {
+                let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
                     let gateway = Arc::clone(&gateway);
                     async move { Ok::<_, Infallible>(gateway.handle(request).await) }
                 });
@@ -60,11 +66,16 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!("shutting down: waiting up to {}s for in-flight requests", grace.as_secs());
+    tracing::info!(
+        "shutting down: waiting up to {}s for in-flight requests",
+        grace.as_secs()
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    // Finished requests have queued their usage rows; write them all before returning.
+    gateway.shutdown().await;
 }
 
 /// A server running on a background task (used by `serve` and by tests).

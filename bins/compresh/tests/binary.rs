@@ -36,7 +36,12 @@ fn cli(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run compresh");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -45,7 +50,15 @@ fn start_server(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
     command
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "20"])
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shutdown-grace",
+            "20",
+        ])
         .env_remove("COMPRESH_MASTER_KEY")
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
@@ -108,7 +121,10 @@ async fn post(base: &str, path: &str, key: &str, body: &str) -> (StatusCode, Byt
         .unwrap();
     let response = client.request(request).await.unwrap();
     let status = response.status();
-    (status, response.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 fn chat_body() -> String {
@@ -117,7 +133,11 @@ fn chat_body() -> String {
 
 async fn wait_for_status(base: &str, key: &str, want: StatusCode) {
     for _ in 0..100 {
-        if post(base, "/v1/chat/completions", key, &chat_body()).await.0 == want {
+        if post(base, "/v1/chat/completions", key, &chat_body())
+            .await
+            .0
+            == want
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -138,23 +158,43 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "master.key is private");
     }
 
     // Point openai at the mock from the CLI while the server runs (key from stdin).
     let out = cli(
         &data,
-        &["providers", "set", "openai", "--base-url", &mock.openai_base_url()],
+        &[
+            "providers",
+            "set",
+            "openai",
+            "--base-url",
+            &mock.openai_base_url(),
+        ],
         &format!("{OPENAI_SECRET}\n"),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for_status(&base, &first_key, StatusCode::OK).await;
     let seen = mock.last_request().unwrap();
-    assert_eq!(seen.headers.get("authorization").unwrap(), &format!("Bearer {OPENAI_SECRET}"));
+    assert_eq!(
+        seen.headers.get("authorization").unwrap(),
+        &format!("Bearer {OPENAI_SECRET}")
+    );
 
     // keys create prints the key alone on stdout.
-    let out = cli(&data, &["keys", "create", "--name", "ci", "--rpm", "100"], "");
+    let out = cli(
+        &data,
+        &["keys", "create", "--name", "ci", "--rpm", "100"],
+        "",
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -174,7 +214,10 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
         .and_then(|line| line.split_whitespace().next())
         .expect("the ci key is listed")
         .to_owned();
-    assert!(listing.contains(&second_key[28..]), "the hint shows the last 4 characters");
+    assert!(
+        listing.contains(&second_key[28..]),
+        "the hint shows the last 4 characters"
+    );
 
     // providers list shows the hint only.
     let out = cli(&data, &["providers", "list"], "");
@@ -183,14 +226,26 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
 
     // Master key rotation while running: requests keep working.
     let out = cli(&data, &["master-key", "rotate"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for_status(&base, &first_key, StatusCode::OK).await;
     let (status, _) = post(&base, "/v1/chat/completions", &first_key, &chat_body()).await;
-    assert_eq!(status, StatusCode::OK, "provider key readable after master-key rotation");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "provider key readable after master-key rotation"
+    );
 
     // Revocation from the CLI while running.
     let out = cli(&data, &["keys", "revoke", &key_id], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for_status(&base, &second_key, StatusCode::UNAUTHORIZED).await;
 
     // A CLI error is one clear line and a non-zero exit.
@@ -211,7 +266,9 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
         .method(Method::POST)
         .uri(format!("{base}/v1/chat/completions"))
         .header("authorization", format!("Bearer {first_key}"))
-        .body(Full::new(Bytes::from(r#"{"model":"gpt-4o","stream":true}"#)))
+        .body(Full::new(Bytes::from(
+            r#"{"model":"gpt-4o","stream":true}"#,
+        )))
         .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -226,13 +283,21 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
     // One access line per request, with the key id; never a secret or message content.
     assert!(logs.contains("\"key_id\""), "{logs}");
     assert!(logs.contains("\"status\":401"));
-    for secret in [OPENAI_SECRET, first_key.as_str(), second_key.as_str(), MESSAGE_CONTENT] {
+    for secret in [
+        OPENAI_SECRET,
+        first_key.as_str(),
+        second_key.as_str(),
+        MESSAGE_CONTENT,
+    ] {
         assert!(!logs.contains(secret), "logs leaked {secret}");
     }
     // Nor the files in the data directory.
     for entry in std::fs::read_dir(&data).unwrap() {
         let mut bytes = Vec::new();
-        std::fs::File::open(entry.unwrap().path()).unwrap().read_to_end(&mut bytes).unwrap();
+        std::fs::File::open(entry.unwrap().path())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
         for secret in [OPENAI_SECRET, first_key.as_str(), second_key.as_str()] {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
         }
@@ -265,17 +330,84 @@ fn a_corrupt_store_is_refused_and_left_alone() {
 #[test]
 fn provider_keys_come_from_stdin_not_argv() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cli(dir.path(), &["accounts", "create", "team", "--plan", "pro"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(dir.path(), &["providers", "set", "openai", "--account", "team"], "");
+    let out = cli(
+        dir.path(),
+        &["accounts", "create", "team", "--plan", "pro"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        dir.path(),
+        &["providers", "set", "openai", "--account", "team"],
+        "",
+    );
     assert!(!out.status.success(), "openai needs a key on stdin");
     let out = cli(
         dir.path(),
-        &["providers", "set", "local", "--account", "team", "--kind", "openai-compatible", "--base-url", "http://127.0.0.1:9/v1"],
+        &[
+            "providers",
+            "set",
+            "local",
+            "--account",
+            "team",
+            "--kind",
+            "openai-compatible",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ],
         "",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(dir.path(), &["accounts", "list"], "");
     let listing = String::from_utf8(out.stdout).unwrap();
     assert!(listing.contains("team") && listing.contains("pro"));
+}
+
+#[test]
+fn a_short_admin_token_stops_the_start_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "short-secret-1";
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("COMPRESH_MASTER_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("COMPRESH_ADMIN_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn compresh serve");
+    // A deadline, not a speed check: if the token were accepted the server would run forever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("compresh serve started with a too-short admin token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("COMPRESH_ADMIN_TOKEN") && stderr.contains("16"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stderr.contains(token) && !stdout.contains(token));
+    assert!(
+        !stdout.contains("comp_"),
+        "no first-start key was issued: {stdout}"
+    );
 }

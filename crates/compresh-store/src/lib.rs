@@ -1,5 +1,6 @@
 //! Compresh persistence: accounts, API keys (hashes only), provider keys
-//! (vault ciphertext only) and usage, in one SQLite file.
+//! (vault ciphertext only), usage, and dashboard users and sessions
+//! (password hashes and session-token hashes only), in one SQLite file.
 //!
 //! Two kinds of users share the file: the gateway, which must answer "which
 //! key is this hash, which account, which provider key?" on every request
@@ -80,6 +81,7 @@ mod schema;
 mod snapshot;
 mod store;
 mod time;
+mod users;
 
 pub use error::StoreError;
 pub use model::{
@@ -90,6 +92,7 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::Snapshot;
 pub use store::{Store, StoreOptions};
 pub use time::utc_day;
+pub use users::{Session, User};
 
 /// Seconds since the Unix epoch (UTC).
 pub type UnixTime = i64;

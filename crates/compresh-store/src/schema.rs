@@ -100,6 +100,27 @@ CREATE TRIGGER providers_ins AFTER INSERT ON providers BEGIN UPDATE change_seq S
 CREATE TRIGGER providers_upd AFTER UPDATE ON providers BEGIN UPDATE change_seq SET seq = seq + 1; END;
 CREATE TRIGGER providers_del AFTER DELETE ON providers BEGIN UPDATE change_seq SET seq = seq + 1; END;
 ",
+    // v2: dashboard users and sessions. No change_seq triggers: the request-path snapshot does
+    // not depend on them, so logins never cause snapshot reloads.
+    r"
+CREATE TABLE users (
+    id             INTEGER PRIMARY KEY,
+    email          TEXT    NOT NULL UNIQUE,
+    password_hash  TEXT    NOT NULL,
+    account_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX users_account ON users(account_id);
+CREATE TABLE sessions (
+    token_hash  TEXT    PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf_hash   TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE INDEX sessions_expires ON sessions(expires_at);
+",
 ];
 
 /// Newest schema version this binary knows (`PRAGMA user_version`).
@@ -293,6 +314,44 @@ mod tests {
         conn.execute("UPDATE api_keys SET revoked_at = 5", [])
             .unwrap();
         assert_eq!(seq(&conn), before + 1);
+    }
+
+    #[test]
+    fn migration_2_applies_on_a_v1_file_without_touching_change_seq() {
+        let (_dir, path, mut conn) = fresh();
+        // A file exactly as a v1 binary left it, with data in it.
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO accounts (name, plan, created_at) VALUES ('a', 'free', 1)",
+            [],
+        )
+        .unwrap();
+        prepare(&mut conn, &path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(SCHEMA_VERSION, 2);
+        let seq = |c: &Connection| -> i64 {
+            c.query_row("SELECT seq FROM change_seq", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = seq(&conn);
+        conn.execute(
+            "INSERT INTO users (email, password_hash, account_id, created_at) VALUES ('x@y', 'h', 1, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO sessions (token_hash, user_id, csrf_hash, created_at, expires_at) VALUES ('t', 1, 'c', 1, 2)",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM sessions", []).unwrap();
+        assert_eq!(seq(&conn), before);
     }
 
     #[test]

@@ -593,7 +593,7 @@ impl Store {
     // ----- plumbing -------------------------------------------------------
 
     /// Runs `f` on the shared connection, outside any explicit transaction.
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -616,7 +616,7 @@ impl Store {
     }
 
     /// Like [`Store::write`] but never refreshes (usage, `last_used_at`).
-    fn write_no_refresh<T>(
+    pub(crate) fn write_no_refresh<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

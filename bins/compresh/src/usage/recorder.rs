@@ -1,0 +1,313 @@
+//! The background usage writer: a bounded queue in front of one task that batches rows into
+//! the store off the request path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use compresh_keys::KeyId;
+use compresh_store::{Store, UnixTime, UsageRecord};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::gateway::unix_now;
+use crate::metrics::Metrics;
+
+/// Tunables of the usage writer.
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    /// Rows the queue holds; beyond that rows are dropped (counted and logged), never waited for.
+    pub queue_capacity: usize,
+    /// A batch is written once it has this many rows ...
+    pub batch_rows: usize,
+    /// ... or this long after its first row arrived. Bounds what a crash can lose.
+    pub flush_interval: Duration,
+    /// First retry delay after a failed write; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// At shutdown, how long a failing store is retried before the remaining rows are given up
+    /// (and reported).
+    pub shutdown_retry: Duration,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 16_384,
+            batch_rows: 512,
+            flush_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            shutdown_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The request path's side of the writer: hands rows over without waiting.
+#[derive(Clone)]
+pub struct UsageSink {
+    sender: mpsc::Sender<UsageRecord>,
+    metrics: Arc<Metrics>,
+    last_drop_log: Arc<AtomicU64>,
+}
+
+impl UsageSink {
+    /// Queue one row. Never blocks: a full (or closed) queue drops the row, counts it in
+    /// `compresh_usage_rows_dropped_total` and logs at most once a second.
+    pub fn send(&self, record: UsageRecord) {
+        match self.sender.try_send(record) {
+            Ok(()) => self.metrics.add_usage_queue_depth(1),
+            Err(error) => {
+                self.metrics.add_usage_rows_dropped(1);
+                let now = u64::try_from(unix_now()).unwrap_or(0);
+                if self.last_drop_log.swap(now, Ordering::Relaxed) != now {
+                    let why = match error {
+                        mpsc::error::TrySendError::Full(_) => "the usage queue is full",
+                        mpsc::error::TrySendError::Closed(_) => "the usage writer has stopped",
+                    };
+                    tracing::error!("usage row dropped: {why}");
+                }
+            }
+        }
+    }
+}
+
+/// Owns the writer task; [`UsageRecorder::shutdown`] flushes everything queued.
+pub struct UsageRecorder {
+    sink: UsageSink,
+    /// `true` asks the writer to stop; dropping it does too.
+    stop: watch::Sender<bool>,
+    done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl UsageRecorder {
+    /// Start the writer. Runs on the current Tokio runtime if there is one, else on its own
+    /// thread with a small runtime (so a gateway can be built before the server's runtime).
+    pub fn start(store: Store, metrics: Arc<Metrics>, config: UsageConfig) -> Self {
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let (stop, stopped) = watch::channel(false);
+        let (finished, done) = oneshot::channel();
+        let writer = Writer {
+            store,
+            metrics: Arc::clone(&metrics),
+            config,
+            stopped,
+        };
+        let task = async move {
+            writer.run(receiver).await;
+            let _ = finished.send(());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(task);
+            }
+            Err(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("compresh-usage".to_owned())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime.block_on(task),
+                            Err(error) => tracing::error!("usage writer cannot start: {error}"),
+                        }
+                    });
+                if let Err(error) = spawned {
+                    tracing::error!("usage writer cannot start: {error}");
+                }
+            }
+        }
+        Self {
+            sink: UsageSink {
+                sender,
+                metrics,
+                last_drop_log: Arc::new(AtomicU64::new(0)),
+            },
+            stop,
+            done: tokio::sync::Mutex::new(Some(done)),
+        }
+    }
+
+    /// A handle for the request path.
+    pub fn sink(&self) -> &UsageSink {
+        &self.sink
+    }
+
+    /// Stop accepting rows, write everything queued, and return when it is in the store (or
+    /// given up after [`UsageConfig::shutdown_retry`], which is logged and counted). Rows sent
+    /// afterwards are dropped and counted. Calling it again returns at once.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let done = self.done.lock().await.take();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    config: UsageConfig,
+    stopped: watch::Receiver<bool>,
+}
+
+/// How a write with retries ended.
+enum Outcome {
+    Written,
+    /// Shutdown was requested while waiting to retry; the rows are still in the batch.
+    Stopping,
+    /// The shutdown deadline passed; the rows are still in the batch.
+    GaveUp,
+}
+
+impl Writer {
+    async fn run(self, mut receiver: mpsc::Receiver<UsageRecord>) {
+        let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_rows);
+        let mut touched: HashMap<KeyId, UnixTime> = HashMap::new();
+        let mut stopped = self.stopped.clone();
+        'running: loop {
+            // Wait for the first row of a batch (or the stop signal) ...
+            tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stop| *stop) => break 'running,
+                row = receiver.recv() => match row {
+                    Some(row) => self.take(row, &mut batch),
+                    None => break 'running,
+                },
+            }
+            // ... then fill it for at most the flush interval.
+            let deadline = tokio::time::Instant::now() + self.config.flush_interval;
+            while batch.len() < self.config.batch_rows {
+                tokio::select! {
+                    biased;
+                    _ = stopped.wait_for(|stop| *stop) => break 'running,
+                    row = receiver.recv() => match row {
+                        Some(row) => self.take(row, &mut batch),
+                        None => break 'running,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            match self.write_with_retry(&mut batch, &mut touched, None).await {
+                Outcome::Written => {}
+                Outcome::Stopping | Outcome::GaveUp => break 'running,
+            }
+        }
+        // Shutdown: refuse new rows, drain what is queued, write it all.
+        receiver.close();
+        while let Some(row) = receiver.recv().await {
+            self.take(row, &mut batch);
+        }
+        let give_up = tokio::time::Instant::now() + self.config.shutdown_retry;
+        if !batch.is_empty() || !touched.is_empty() {
+            if let Outcome::GaveUp | Outcome::Stopping = self
+                .write_with_retry(&mut batch, &mut touched, Some(give_up))
+                .await
+            {
+                self.metrics.add_usage_rows_dropped(batch.len() as u64);
+                tracing::error!(
+                    rows = batch.len(),
+                    "shutdown: usage rows could not be written and are lost"
+                );
+            }
+        }
+        tracing::debug!(
+            written = self.metrics.usage_rows_written(),
+            "usage writer stopped"
+        );
+    }
+
+    fn take(&self, row: UsageRecord, batch: &mut Vec<UsageRecord>) {
+        self.metrics.add_usage_queue_depth(-1);
+        batch.push(row);
+    }
+
+    /// Write `batch` (then clear it) and the `last_used_at` updates, retrying with backoff.
+    /// Without `give_up`, retries until written or shutdown is requested; with it, until then.
+    async fn write_with_retry(
+        &self,
+        batch: &mut Vec<UsageRecord>,
+        touched: &mut HashMap<KeyId, UnixTime>,
+        give_up: Option<tokio::time::Instant>,
+    ) -> Outcome {
+        for row in batch.iter() {
+            let at = touched.entry(row.key_id.clone()).or_insert(row.at);
+            *at = (*at).max(row.at);
+        }
+        let mut stopped = self.stopped.clone();
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            match self.write_once(batch, touched).await {
+                Ok(()) => return Outcome::Written,
+                Err(error) => {
+                    self.metrics.count_usage_write_failure();
+                    tracing::error!(
+                        rows = batch.len(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "usage write failed, will retry: {error}"
+                    );
+                }
+            }
+            match give_up {
+                Some(at) => {
+                    if tokio::time::Instant::now() + backoff > at {
+                        return Outcome::GaveUp;
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+                None => tokio::select! {
+                    _ = stopped.wait_for(|stop| *stop) => return Outcome::Stopping,
+                    () = tokio::time::sleep(backoff) => {}
+                },
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One attempt. Rows and `last_used_at` are separate transactions: once the rows are in,
+    /// they are cleared so a failing `touch_keys` retry cannot count them twice.
+    async fn write_once(
+        &self,
+        batch: &mut Vec<UsageRecord>,
+        touched: &mut HashMap<KeyId, UnixTime>,
+    ) -> Result<(), String> {
+        if !batch.is_empty() {
+            let store = self.store.clone();
+            let rows = std::mem::take(batch);
+            let count = rows.len();
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = store.record_usage(&rows);
+                (rows, result)
+            })
+            .await;
+            match joined {
+                Ok((_, Ok(()))) => self.metrics.add_usage_rows_written(count as u64),
+                Ok((rows, Err(error))) => {
+                    *batch = rows;
+                    return Err(error.to_string());
+                }
+                Err(error) => {
+                    // The rows went down with the panicking task; say so instead of pretending.
+                    self.metrics.add_usage_rows_dropped(count as u64);
+                    return Err(format!(
+                        "usage write task failed, {count} rows lost: {error}"
+                    ));
+                }
+            }
+        }
+        if !touched.is_empty() {
+            let store = self.store.clone();
+            let used: Vec<(KeyId, UnixTime)> =
+                touched.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            tokio::task::spawn_blocking(move || store.touch_keys(&used))
+                .await
+                .map_err(|error| format!("last_used_at task failed: {error}"))?
+                .map_err(|error| format!("last_used_at: {error}"))?;
+            touched.clear();
+        }
+        Ok(())
+    }
+}
