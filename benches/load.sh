@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Proxy-overhead benchmark, in one run on one machine, with one load tool (benches/src/bin/loadgen.rs)
+# against one mock provider (tests/mock, `mock-provider`):
+#   (a) client -> mock                       (direct)
+#   (b) client -> compresh -> mock           (real key, auth, rate limit headers, usage recording if built in)
+#   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
+# at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
+# gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
+#
+#   benches/load.sh            full run (release build, ~4 minutes), updates benches/RESULTS.md
+#   benches/load.sh --smoke    a few seconds at one low rate (debug build; nginx only if installed);
+#                              fails on any error; writes nothing into the tree (for .ci/run)
+#
+# Environment: RATES="500 1000 2000 4000", DURATION=10, WARMUP=2, CONNECTIONS=32, NO_NGINX=1.
+# Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) SMOKE=1 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $SMOKE == 1 ]]; then
+    PROFILE_DIR=target/debug
+    BUILD_FLAGS=()
+    RATES=${RATES:-200}
+    DURATION=${DURATION:-2}
+    WARMUP=${WARMUP:-0.5}
+    MAX_DURATION=${MAX_DURATION:-2}
+    STREAM_RATE=${STREAM_RATE:-100}
+else
+    PROFILE_DIR=target/release
+    BUILD_FLAGS=(--release)
+    RATES=${RATES:-500 1000 2000 4000}
+    DURATION=${DURATION:-10}
+    WARMUP=${WARMUP:-2}
+    MAX_DURATION=${MAX_DURATION:-10}
+    STREAM_RATE=${STREAM_RATE:-500}
+fi
+CONNECTIONS=${CONNECTIONS:-32}
+
+echo "== build (${BUILD_FLAGS[*]:-debug})" >&2
+cargo build --locked "${BUILD_FLAGS[@]}" -p compresh -p compresh-mock -p compresh-benches --bins >&2
+COMPRESH=$PROFILE_DIR/compresh
+MOCK=$PROFILE_DIR/mock-provider
+LOADGEN=$PROFILE_DIR/loadgen
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+export LOAD_START
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/compresh-load.XXXXXX")
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Wait (bounded) until FILE contains a line matching REGEX; print the first match.
+wait_for_line() {
+    local file=$1 regex=$2 what=$3
+    for _ in $(seq 1 100); do
+        if grep -Eo "$regex" "$file" 2>/dev/null | head -1 | grep .; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "load.sh: $what did not start; its output:" >&2
+    cat "$file" >&2 || true
+    return 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+rss_kb() {
+    awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# --- mock provider
+"$MOCK" --listen 127.0.0.1:0 >"$WORK/mock.out" 2>&1 &
+PIDS+=($!)
+MOCK_ADDR=$(wait_for_line "$WORK/mock.out" '127\.0\.0\.1:[0-9]+' "mock-provider")
+echo "mock-provider on $MOCK_ADDR" >&2
+
+# --- compresh, fresh data dir; the first-start banner's key is not used (plan limit 2,000/min)
+DATA=$WORK/data
+"$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$WORK/compresh.out" 2>"$WORK/compresh.log" &
+GATEWAY_PID=$!
+PIDS+=("$GATEWAY_PID")
+GATEWAY_ADDR=$(wait_for_line "$WORK/compresh.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh" | sed 's|.*http://||')
+echo "compresh on $GATEWAY_ADDR (pid $GATEWAY_PID)" >&2
+echo "sk-bench-not-a-real-key" | "$COMPRESH" --data-dir "$DATA" providers set openai --kind openai \
+    --base-url "http://$MOCK_ADDR/v1" >&2
+KEY=$("$COMPRESH" --data-dir "$DATA" keys create --name bench --rpm 100000000 2>/dev/null)
+export LOADGEN_KEY=$KEY # read by loadgen (--key), so the key is not on any command line
+# The running server picks up CLI changes within a second.
+sleep 1.2
+
+# --- nginx (installed from Debian's packages when missing; skipped in smoke mode if absent)
+NGINX_ADDR=""
+if [[ ${NO_NGINX:-0} != 1 ]]; then
+    if ! command -v nginx >/dev/null && [[ $SMOKE == 0 ]]; then
+        echo "== installing nginx-light" >&2
+        (apt-get install -y nginx-light || (apt-get update && apt-get install -y nginx-light)) >&2 \
+            || echo "load.sh: cannot install nginx; running without (c)" >&2
+    fi
+    if command -v nginx >/dev/null; then
+        NGINX_DIR=$WORK/nginx
+        mkdir -p "$NGINX_DIR/logs"
+        NGINX_PORT=$(free_port)
+        cat >"$NGINX_DIR/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $NGINX_DIR/nginx.pid;
+error_log $NGINX_DIR/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $NGINX_DIR/body;
+    proxy_temp_path $NGINX_DIR/proxy;
+    fastcgi_temp_path $NGINX_DIR/fastcgi;
+    uwsgi_temp_path $NGINX_DIR/uwsgi;
+    scgi_temp_path $NGINX_DIR/scgi;
+    upstream mock {
+        server $MOCK_ADDR;
+        keepalive 64;
+        # Reuse upstream connections as long as the gateway's pool does (default: 1000).
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # What LLM deployments use so SSE streams are not held back.
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+        nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" >"$WORK/nginx.out" 2>&1 &
+        PIDS+=($!)
+        for _ in $(seq 1 50); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null; then
+                NGINX_ADDR=127.0.0.1:$NGINX_PORT
+                break
+            fi
+            sleep 0.1
+        done
+        [[ -n $NGINX_ADDR ]] || { echo "load.sh: nginx did not start" >&2; cat "$WORK/nginx.out" "$NGINX_DIR/logs/error.log" >&2; exit 1; }
+        echo "nginx on $NGINX_ADDR" >&2
+    fi
+fi
+
+TARGETS=(direct compresh)
+[[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
+url_of() {
+    case $1 in
+        direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
+        compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
+        nginx) echo "http://$NGINX_ADDR/v1/chat/completions" ;;
+    esac
+}
+
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+# One loadgen run; its result line goes to $RESULTS with the gateway's peak RSS when the target is compresh.
+run() {
+    local target=$1 mode=$2
+    shift 2
+    local peak=0 sampler=""
+    if [[ $target == compresh ]]; then
+        rm -f "$WORK/peak_rss"
+        (
+            peak=0
+            while kill -0 "$GATEWAY_PID" 2>/dev/null; do
+                rss=$(rss_kb "$GATEWAY_PID")
+                ((rss > peak)) && peak=$rss && echo "$peak" >"$WORK/peak_rss"
+                sleep 0.25
+            done
+        ) &
+        sampler=$!
+    fi
+    local line
+    line=$("$LOADGEN" --url "$(url_of "$target")" --label "$target" --connections "$CONNECTIONS" "$@")
+    if [[ -n $sampler ]]; then
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        peak=$(cat "$WORK/peak_rss" 2>/dev/null || echo 0)
+    fi
+    echo "$mode $line rss_kb=$peak" | tee -a "$RESULTS" >&2
+}
+
+# One request through the gateway so that idle RSS is measured with the key, the provider and the
+# upstream pool initialised (the state it idles in between bursts).
+"$LOADGEN" --url "$(url_of compresh)" --rate 10 --duration 0.5 --warmup 0 --connections 1 >/dev/null
+sleep 0.5
+IDLE_RSS=$(rss_kb "$GATEWAY_PID")
+
+# Interleave the targets at each rate, so drift on the shared machine hits all of them alike.
+for rate in $RATES; do
+    for target in "${TARGETS[@]}"; do
+        run "$target" rate --rate "$rate" --duration "$DURATION" --warmup "$WARMUP"
+    done
+done
+for target in "${TARGETS[@]}"; do
+    run "$target" max --max --duration "$MAX_DURATION" --warmup "$WARMUP"
+done
+for target in "${TARGETS[@]}"; do
+    run "$target" stream --rate "$STREAM_RATE" --stream --duration "$DURATION" --warmup "$WARMUP"
+done
+LOADED_RSS=$(rss_kb "$GATEWAY_PID")
+
+if [[ $SMOKE == 1 ]]; then
+    OUT=$WORK/RESULTS.md
+else
+    OUT=benches/RESULTS.md
+fi
+python3 benches/report.py "$RESULTS" "$OUT" "$IDLE_RSS" "$RATES" "$SMOKE"
+if [[ $SMOKE == 1 ]]; then
+    cat "$OUT"
+    # Fail loudly if anything errored or nothing got through: the smoke run exists so this
+    # benchmark cannot silently rot.
+    if grep -Eq 'errors=[1-9]|ok=0 ' "$RESULTS"; then
+        echo "load.sh --smoke: FAILED: requests errored (see lines above)" >&2
+        exit 1
+    fi
+    echo "load.sh --smoke: ok" >&2
+else
+    echo "wrote $OUT (gateway RSS now ${LOADED_RSS} kB)" >&2
+fi

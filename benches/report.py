@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Turn load.sh's loadgen result lines into the measured block of benches/RESULTS.md.
+
+usage: report.py RESULTS_TXT OUT_MD IDLE_RSS_KB "RATES" SMOKE
+
+Only the text between the two marker comments is replaced, so hand-written analysis around it
+survives re-runs; a missing file (or one without the markers) gets the block appended.
+"""
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+BEGIN = "<!-- load.sh:begin (generated, do not edit by hand) -->"
+END = "<!-- load.sh:end -->"
+
+
+def parse(path):
+    runs = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            mode, fields = parts[0], dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            key = (mode, fields.get("target_rps", "max"), fields["label"])
+            runs[key] = fields
+    return runs
+
+
+def num(fields, name):
+    try:
+        return float(fields[name])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def us(value):
+    return "–" if value is None else f"{value:.0f}"
+
+
+def added(a, b):
+    return "–" if a is None or b is None else f"{b - a:+.0f}"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_rev():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(runs, idle_rss, rates, smoke):
+    targets = [t for t in ("direct", "compresh", "nginx")
+               if any(k[2] == t for k in runs)]
+    has_nginx = "nginx" in targets
+    out = []
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"Measured {now} on `{platform.node()}`: {os.cpu_count()} CPUs "
+               f"({cpu_model()}), Linux {platform.release()}; commit {git_rev()}"
+               + (" — **smoke run, numbers meaningless**" if smoke == "1" else "") + ".")
+    out.append("")
+    try:
+        with open("/proc/loadavg", encoding="utf-8") as f:
+            load_end = " ".join(f.read().split()[:3])
+    except OSError:
+        load_end = "unknown"
+    out.append("Load tool, mock provider, gateway and nginx all run on this one machine and share "
+               "its CPUs, so every number includes contention between them (and with anything "
+               f"else running: load average {os.environ.get('LOAD_START', '?')} at the start, "
+               f"{load_end} at the end). Latencies in µs; "
+               "\"added\" = that path minus direct at the same rate in the same run.")
+    out.append("")
+
+    out.append("### Fixed rates (open loop, latency from the scheduled send time)")
+    out.append("")
+    head = ["rate", "direct p50 / p99", "compresh p50 / p99", "**compresh added p50 / p99**"]
+    if has_nginx:
+        head += ["nginx p50 / p99", "**nginx added p50 / p99**"]
+    head += ["achieved rps (d / c" + (" / n)" if has_nginx else ")"), "errors"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    goal_rows = []
+    for rate in rates.split():
+        get = lambda t: runs.get(("rate", rate, t), {})
+        d, c, n = get("direct"), get("compresh"), get("nginx")
+        row = [rate,
+               f"{us(num(d, 'p50_us'))} / {us(num(d, 'p99_us'))}",
+               f"{us(num(c, 'p50_us'))} / {us(num(c, 'p99_us'))}",
+               f"{added(num(d, 'p50_us'), num(c, 'p50_us'))} / "
+               f"{added(num(d, 'p99_us'), num(c, 'p99_us'))}"]
+        if has_nginx:
+            row += [f"{us(num(n, 'p50_us'))} / {us(num(n, 'p99_us'))}",
+                    f"{added(num(d, 'p50_us'), num(n, 'p50_us'))} / "
+                    f"{added(num(d, 'p99_us'), num(n, 'p99_us'))}"]
+        rps = [us(num(x, "achieved_rps")) for x in ([d, c, n] if has_nginx else [d, c])]
+        errs = sum(int(x.get("errors", 0)) for x in (d, c, n))
+        row += [" / ".join(rps), str(errs)]
+        out.append("| " + " | ".join(row) + " |")
+        if has_nginx and None not in (num(d, "p99_us"), num(c, "p99_us"), num(n, "p99_us")):
+            goal_rows.append((rate, num(c, "p99_us") <= num(n, "p99_us")))
+    out.append("")
+
+    out.append("### Maximum throughput (closed loop)")
+    out.append("")
+    out.append("| path | requests/s | ratio to direct | p50 / p99 | errors |")
+    out.append("|---|---|---|---|---|")
+    direct_max = num(runs.get(("max", "max", "direct"), {}), "achieved_rps")
+    for t in targets:
+        f = runs.get(("max", "max", t), {})
+        rps = num(f, "achieved_rps")
+        ratio = "–" if rps is None or not direct_max else f"{rps / direct_max:.2f}"
+        out.append(f"| {t} | {us(rps)} | {ratio} | {us(num(f, 'p50_us'))} / "
+                   f"{us(num(f, 'p99_us'))} | {f.get('errors', '–')} |")
+    c_max = num(runs.get(("max", "max", "compresh"), {}), "achieved_rps")
+    n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
+    out.append("")
+
+    out.append("### Streams (SSE, time to first body byte)")
+    out.append("")
+    out.append("| path | rate | TTFB p50 / p99 | added TTFB p50 / p99 | errors |")
+    out.append("|---|---|---|---|---|")
+    stream = {k[2]: v for k, v in runs.items() if k[0] == "stream"}
+    sd = stream.get("direct", {})
+    for t in targets:
+        f = stream.get(t, {})
+        out.append(f"| {t} | {f.get('target_rps', '–')} | {us(num(f, 'ttfb_p50_us'))} / "
+                   f"{us(num(f, 'ttfb_p99_us'))} | "
+                   f"{added(num(sd, 'ttfb_p50_us'), num(f, 'ttfb_p50_us'))} / "
+                   f"{added(num(sd, 'ttfb_p99_us'), num(f, 'ttfb_p99_us'))} | "
+                   f"{f.get('errors', '–')} |")
+    out.append("")
+
+    peak = max((int(v.get("rss_kb", 0)) for k, v in runs.items() if k[2] == "compresh"),
+               default=0)
+    out.append(f"**Gateway RSS** (VmRSS): idle {int(idle_rss) / 1024:.1f} MiB (after one "
+               f"request), peak under load {peak / 1024:.1f} MiB.")
+    out.append("")
+    if has_nginx:
+        p99_ok = all(ok for _, ok in goal_rows) and bool(goal_rows)
+        ratio_ok = c_max is not None and n_max and c_max / n_max >= 0.8
+        out.append("**Goal** (issue 8): compresh added p99 ≤ nginx added p99 at every rate: "
+                   + ("met" if p99_ok else "not met ("
+                      + ", ".join(r for r, ok in goal_rows if not ok) + " rps)")
+                   + "; compresh max throughput ≥ 80% of nginx's: "
+                   + ("–" if c_max is None or not n_max else
+                      f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    results, out_path, idle_rss, rates, smoke = sys.argv[1:6]
+    block = render(parse(results), idle_rss, rates, smoke)
+    try:
+        with open(out_path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmark results\n\n"
+    if BEGIN in text and END in text:
+        before = text[: text.index(BEGIN)]
+        after = text[text.index(END) + len(END):]
+    else:
+        before, after = text.rstrip("\n") + "\n\n", "\n"
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(before + BEGIN + "\n" + block + "\n" + END + after)
+
+
+if __name__ == "__main__":
+    main()
