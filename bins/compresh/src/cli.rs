@@ -83,12 +83,16 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace: u64,
-    /// Seconds to wait for a provider connection.
+    /// Seconds to wait for a provider connection (DNS, TCP and TLS handshake together).
     #[arg(long, default_value_t = ForwardConfig::default().connect_timeout.as_secs())]
     connect_timeout: u64,
     /// Seconds to wait for a provider's response headers.
     #[arg(long, default_value_t = ForwardConfig::default().response_timeout.as_secs())]
     response_timeout: u64,
+    /// CA certificate(s) to trust for provider connections in addition to the public roots
+    /// (PEM, possibly several, or DER), e.g. an internal CA of a self-hosted server.
+    #[arg(long, value_name = "PATH")]
+    upstream_ca_file: Option<PathBuf>,
     /// Also serve `GET /metrics` on this address (it is always on the main listener too).
     #[arg(long, env = "COMPRESH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -249,6 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
     // Checked first: a refused token stops the start before a first start prints its key.
     let admin_token = admin_token_from_env()?;
+    let extra_root_certificates = match &args.upstream_ca_file {
+        Some(path) => read_upstream_ca(path)?,
+        None => Vec::new(),
+    };
     if let Some(first) = first_start(
         &data,
         std::env::var("OPENAI_API_KEY").ok(),
@@ -264,6 +272,7 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
         forward: ForwardConfig {
             connect_timeout: Duration::from_secs(args.connect_timeout),
             response_timeout: Duration::from_secs(args.response_timeout),
+            extra_root_certificates,
             ..ForwardConfig::default()
         },
         admin_token,
@@ -306,6 +315,16 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
         .await;
         anyhow::Ok(())
     })
+}
+
+/// Reads and checks `--upstream-ca-file` (PEM or DER). Called before the first start, so a bad
+/// file stops `serve` before a first-start key is printed.
+fn read_upstream_ca(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let contents = std::fs::read(path).map_err(|error| {
+        anyhow::anyhow!("cannot read --upstream-ca-file {}: {error}", path.display())
+    })?;
+    compresh_forward::parse_certificates(&contents)
+        .map_err(|error| anyhow::anyhow!("--upstream-ca-file {}: {error}", path.display()))
 }
 
 /// `COMPRESH_ADMIN_TOKEN` (environment only: argv is visible to other users); unset disables
@@ -594,6 +613,48 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn upstream_ca_file_is_read_as_pem_or_der_and_garbage_is_refused() {
+        /// A throwaway CA certificate (`openssl req -x509`, P-256, valid until 2126); public.
+        const CA_PEM: &str = "subject=CN=Compresh CLI Test CA
+-----BEGIN CERTIFICATE-----
+MIIBljCCATugAwIBAgIUc1Gx0yegYhNBIGTEZ5z+wjLV050wCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUQ29tcHJlc2ggQ0xJIFRlc3QgQ0EwIBcNMjYxMTI3MTA1MzA5
+WhgPMjEyNjExMDMxMDUzMDlaMB8xHTAbBgNVBAMMFENvbXByZXNoIENMSSBUZXN0
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEU/cuupS9P9pltmNkGl+Z1rr7
+KebtoCijoSXgiPXdfW8uaGEj3L2zOFJf8Zy73EE9dbvQK2CoHCdk5IoHxf1lGKNT
+MFEwHQYDVR0OBBYEFL0V2WZzjP953CWXF1htRxA4REy7MB8GA1UdIwQYMBaAFL0V
+2WZzjP953CWXF1htRxA4REy7MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
+SQAwRgIhAKS9WfuvIgGJXvX0PQkAZvdzSVulaTBYJoMOZpsgcjhZAiEAsZxoC3Qy
+0F8OJydl3UiE+B3xah1PN26qV7w2uL5kcOw=
+-----END CERTIFICATE-----
+";
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, CA_PEM).unwrap();
+        let certificates = read_upstream_ca(&pem).unwrap();
+        assert_eq!(certificates.len(), 1);
+        // The same certificate as DER.
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, &certificates[0]).unwrap();
+        assert_eq!(read_upstream_ca(&der).unwrap(), certificates);
+        // What the forwarder accepts.
+        let forward = ForwardConfig {
+            extra_root_certificates: certificates,
+            ..ForwardConfig::default()
+        };
+        assert!(compresh_forward::Forwarder::new(forward).is_ok());
+
+        let bad_der = dir.path().join("bad.der");
+        std::fs::write(&bad_der, [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        for path in [bad_der, garbage, dir.path().join("missing.pem")] {
+            let err = read_upstream_ca(&path).unwrap_err().to_string();
+            assert!(err.contains(&*path.to_string_lossy()), "{err}");
+        }
     }
 
     #[test]

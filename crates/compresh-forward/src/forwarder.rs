@@ -9,18 +9,20 @@ use http::request::Parts;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::{chain_to_string, classify};
+use crate::tls::{client_config, TimeoutConnector};
 use crate::{rewrite_request_headers, strip_hop_by_hop, ForwardError, Upstream};
 
-/// Timeouts and pool settings of a [`Forwarder`].
-#[derive(Clone, Debug)]
+/// Timeouts, pool and TLS settings of a [`Forwarder`].
+#[derive(Clone)]
 pub struct ForwardConfig {
-    /// Maximum time to establish the TCP connection (per address tried). Default 10 s.
+    /// Maximum time to establish a connection: DNS, TCP connect and the TLS handshake together
+    /// (the TCP part is also capped per address tried). Default 10 s.
     pub connect_timeout: Duration,
     /// Maximum time from sending the request to receiving the response headers (includes the
     /// connect). Long by default (600 s) because non-streaming LLM answers can be slow. The body
@@ -30,6 +32,10 @@ pub struct ForwardConfig {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host. Default 64.
     pub pool_max_idle_per_host: usize,
+    /// CA certificates (DER) trusted in addition to the Mozilla roots, e.g. an internal CA in
+    /// front of a self-hosted OpenAI-compatible server. Default none. See
+    /// [`parse_certificates`](crate::parse_certificates) to read a PEM or DER file.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for ForwardConfig {
@@ -39,7 +45,24 @@ impl Default for ForwardConfig {
             response_timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+            extra_root_certificates: Vec::new(),
         }
+    }
+}
+
+impl fmt::Debug for ForwardConfig {
+    /// Certificates are shown as a count: their bytes say nothing to a reader of a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForwardConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field(
+                "extra_root_certificates",
+                &self.extra_root_certificates.len(),
+            )
+            .finish()
     }
 }
 
@@ -51,20 +74,22 @@ pub struct Forwarder {
 }
 
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<TimeoutConnector, Full<Bytes>>,
     config: ForwardConfig,
 }
 
 impl Forwarder {
     /// Builds the client. TLS uses rustls with the `ring` provider passed explicitly (no
-    /// process-level default `CryptoProvider` is needed) and the Mozilla (webpki) roots.
+    /// process-level default `CryptoProvider` is needed), the Mozilla (webpki) roots and
+    /// [`ForwardConfig::extra_root_certificates`].
     ///
     /// Does not need a Tokio runtime; `forward` does.
     ///
     /// # Errors
     ///
-    /// [`ForwardError::Client`] when `connect_timeout` or `response_timeout` is zero, or when
-    /// the TLS configuration cannot be built.
+    /// [`ForwardError::Client`] when `connect_timeout` or `response_timeout` is zero, when an
+    /// extra root certificate is not a valid DER certificate, or when the TLS configuration
+    /// cannot be built.
     pub fn new(config: ForwardConfig) -> Result<Forwarder, ForwardError> {
         if config.connect_timeout.is_zero() || config.response_timeout.is_zero() {
             return Err(ForwardError::Client(
@@ -78,19 +103,19 @@ impl Forwarder {
         // Streaming answers are many small writes from the provider; requests are one write.
         http.set_nodelay(true);
         let https = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ForwardError::Client(format!("TLS configuration: {e}")))?
+            .with_tls_config(client_config(&config.extra_root_certificates)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        let connector = TimeoutConnector::new(https, config.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             // Without a pool timer the idle timeout is never enforced.
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(https);
+            .build(connector);
         Ok(Forwarder {
             inner: Arc::new(Inner { client, config }),
         })
@@ -166,6 +191,10 @@ impl Forwarder {
             }
         };
         strip_hop_by_hop(response.headers_mut());
+        // The upstream's HTTP version (1.0, 2) describes the upstream hop only; the client's
+        // connection decides its own, and hyper would otherwise answer an HTTP/1.1 client with
+        // an `HTTP/1.0` status line.
+        *response.version_mut() = http::Version::default();
         tracing::debug!(
             provider = upstream.name(),
             status = response.status().as_u16(),

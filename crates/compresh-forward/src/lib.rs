@@ -27,8 +27,14 @@
 //! - [`Upstream`] pre-parses everything at configuration time (URI parts, `Host`, the credential
 //!   header), so [`Forwarder::forward`] only concatenates a path and clones a few headers.
 //! - One [`Forwarder`] per process: a single hyper-util pool shared by clones (keep-alive,
-//!   HTTP/1.1 + HTTP/2 by ALPN). TLS is rustls with the `ring` provider passed explicitly, so no
-//!   process-level `CryptoProvider` must be installed, and the Mozilla roots (no OS dependency).
+//!   HTTP/1.1 + HTTP/2 by ALPN, several requests multiplexed on one HTTP/2 connection). TLS is
+//!   rustls with the `ring` provider passed explicitly, so no process-level `CryptoProvider`
+//!   must be installed, and the Mozilla roots (no OS dependency) plus any
+//!   [`ForwardConfig::extra_root_certificates`] (an internal CA in front of a self-hosted
+//!   server; [`parse_certificates`] reads a PEM or DER file).
+//! - The connect timeout covers DNS, TCP and the TLS handshake together (a wrapper around the
+//!   whole HTTPS connector), so a server that accepts but never completes the handshake is a
+//!   prompt 503, not a 504 after the response timeout.
 //! - The response timeout covers connect + waiting for the headers only: a long stream is not
 //!   cut, and the default is long (600 s) because non-streaming LLM answers can take minutes.
 //! - Secrets: the provider key arrives as a [`compresh_vault::ProviderSecret`]; it is copied once
@@ -80,8 +86,10 @@ mod error;
 mod forwarder;
 mod headers;
 mod provider;
+mod tls;
 
 pub use error::{ForwardError, UnreachableReason};
 pub use forwarder::{ForwardConfig, Forwarder};
 pub use headers::{rewrite_request_headers, strip_hop_by_hop, DEFAULT_ANTHROPIC_VERSION};
 pub use provider::{ProviderKind, Upstream};
+pub use tls::parse_certificates;

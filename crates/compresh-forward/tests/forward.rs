@@ -477,6 +477,45 @@ async fn connection_closed_before_headers_is_502() {
     assert_eq!(err.code(), "upstream_error");
 }
 
+/// An HTTP/1.0 upstream's version must not leak into the client's response.
+#[tokio::test]
+async fn upstream_http_version_is_not_passed_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}",
+                )
+                .await;
+            drop(socket);
+        }
+    });
+    let up = Upstream::new(
+        "old",
+        ProviderKind::OpenAiCompatible,
+        Some(&format!("http://{addr}/v1")),
+        None,
+    )
+    .unwrap();
+    let response = forwarder()
+        .forward(
+            &up,
+            head(Method::POST, "/v1/chat/completions", &[]),
+            chat_body(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    assert_eq!(
+        body_bytes(response).await,
+        Bytes::from_static(b"{\"ok\":true}")
+    );
+}
+
 /// An https:// base whose server does not speak TLS fails the handshake.
 #[tokio::test]
 async fn tls_handshake_failure_is_503_tls() {

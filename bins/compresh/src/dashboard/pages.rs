@@ -155,19 +155,6 @@ pub fn message(title: &str, text: &str, chrome: Option<&Chrome<'_>>) -> String {
     layout(title, chrome, &body)
 }
 
-/// `active`, `revoked`, `expired` or `expiring`.
-pub fn key_status(key: &ApiKeyRecord, now: i64) -> &'static str {
-    if key.revoked_at.is_some() {
-        "revoked"
-    } else if !key.is_usable_at(now) {
-        "expired"
-    } else if key.expires_at.is_some() {
-        "expiring"
-    } else {
-        "active"
-    }
-}
-
 /// Grace periods offered when rotating: (form value, label).
 pub const GRACE_CHOICES: &[(&str, &str)] = &[
     ("0", "none (old key stops now)"),
@@ -184,7 +171,7 @@ pub fn api_keys(chrome: &Chrome<'_>, keys: &[ApiKeyRecord], now: i64, note: &Not
     let csrf = csrf_field(chrome.csrf);
     let mut rows = String::new();
     for key in keys.iter().rev() {
-        let status = key_status(key, now);
+        let status = crate::ops::key_status(key, now);
         let actions = if key.revoked_at.is_none() && key.is_usable_at(now) {
             let mut grace = String::new();
             for (value, label) in GRACE_CHOICES {
