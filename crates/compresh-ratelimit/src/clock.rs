@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A monotonic time source in nanoseconds since the clock's own origin.
 ///
@@ -28,29 +28,49 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
-/// The real clock: [`Instant`] since construction, mapped to Unix time through a [`SystemTime`]
-/// captured once at construction (so wall-clock jumps never move the limiter's time).
+/// How far a reading must be past the last published time before it is published (an atomic
+/// read-modify-write). Readings closer than this return the published time, a plain load.
+pub(crate) const PUBLISH_GRAIN_NS: u64 = 1_000;
+
+/// The real clock: the CPU's time-stamp counter through [`quanta`] (falling back to the OS
+/// monotonic clock where the TSC is not invariant), in nanoseconds since construction, mapped to
+/// Unix time through a [`SystemTime`] captured once at construction (so wall-clock jumps never
+/// move the limiter's time).
 ///
-/// Readings never go backwards, even across threads: the last reading is kept in an atomic and a
-/// reading lower than it (a platform `Instant` bug) is replaced by it.
+/// Readings never go backwards, even across threads and cores: every value returned has been
+/// published in one shared atomic (a maximum), so a later reading, by any thread that has seen
+/// an earlier one, is at least as large. A TSC that lags on one core cannot move time back. To
+/// keep the hot path free of read-modify-writes, a reading is only published once it is at
+/// least 1 µs past the published time; closer readings return the published time. The limiter
+/// therefore sees time in steps of at least 1 µs, at most 1 µs late, which only ever makes it
+/// stricter, never more generous.
+///
+/// The first `MonotonicClock` of a process calibrates the TSC against the OS clock (typically
+/// 10–20 ms, at most 200 ms); later ones reuse that calibration.
+///
+/// [`quanta`]: https://docs.rs/quanta
 pub struct MonotonicClock {
-    origin: Instant,
+    source: quanta::Clock,
+    /// The raw counter value at construction: readings are nanoseconds since then.
+    origin_raw: u64,
     unix_origin_nanos: u128,
-    last: AtomicU64,
+    published: Published,
 }
 
 impl MonotonicClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        let origin = Instant::now();
+        let source = quanta::Clock::new();
+        let origin_raw = source.raw();
         // A system clock set before 1970 is a broken host; fall back to the epoch rather than fail.
         let unix_origin_nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
         Self {
-            origin,
+            source,
+            origin_raw,
             unix_origin_nanos,
-            last: AtomicU64::new(0),
+            published: Published::default(),
         }
     }
 }
@@ -65,7 +85,7 @@ impl fmt::Debug for MonotonicClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MonotonicClock")
             .field("unix_origin_nanos", &self.unix_origin_nanos)
-            .field("last", &self.last.load(Ordering::Relaxed))
+            .field("published", &self.published.last.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -73,19 +93,40 @@ impl fmt::Debug for MonotonicClock {
 impl Clock for MonotonicClock {
     #[inline]
     fn now(&self) -> u64 {
-        // u64 nanoseconds last 584 years; saturate rather than wrap after that.
-        let reading = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // Load first: when the reading is not newer we avoid a read-modify-write on a shared line.
-        let last = self.last.load(Ordering::Relaxed);
-        if reading <= last {
-            return last;
-        }
-        self.last.fetch_max(reading, Ordering::Relaxed).max(reading)
+        // `delta_as_nanos` returns 0 for a raw value at or before the origin (another core's
+        // TSC may lag ours slightly), and the published maximum takes care of the rest.
+        let reading = self
+            .source
+            .delta_as_nanos(self.origin_raw, self.source.raw());
+        self.published.observe(reading)
     }
 
     #[inline]
     fn unix_nanos_at(&self, now: u64) -> u128 {
         self.unix_origin_nanos + u128::from(now)
+    }
+}
+
+/// The never-backwards guard: the highest time published so far.
+#[derive(Default)]
+struct Published {
+    last: AtomicU64,
+}
+
+impl Published {
+    /// Turns a raw reading into a published, never-decreasing time.
+    ///
+    /// Every value returned is a value `last` held at some point, and `last` only grows (loads
+    /// and `fetch_max` on one atomic are ordered by its modification order), so returned times
+    /// never decrease for a thread, nor between threads that synchronise. `Relaxed` suffices:
+    /// the time is the only data and needs no ordering with other memory.
+    #[inline]
+    fn observe(&self, reading: u64) -> u64 {
+        let last = self.last.load(Ordering::Relaxed);
+        if reading < last.saturating_add(PUBLISH_GRAIN_NS) {
+            return last;
+        }
+        self.last.fetch_max(reading, Ordering::Relaxed).max(reading)
     }
 }
 
@@ -185,10 +226,60 @@ mod tests {
     #[test]
     fn monotonic_guard_returns_the_highest_reading_seen() {
         let clock = MonotonicClock::new();
-        // Simulate another thread having observed a later time than this thread's Instant.
+        // Simulate another thread (or a core whose TSC runs ahead) having published a later time.
         let far = u64::MAX / 2;
-        clock.last.store(far, Ordering::Relaxed);
+        clock.published.last.store(far, Ordering::Relaxed);
         assert_eq!(clock.now(), far);
+    }
+
+    #[test]
+    fn published_time_steps_by_the_grain_and_never_decreases() {
+        let guard = Published::default();
+        assert_eq!(guard.observe(PUBLISH_GRAIN_NS - 1), 0);
+        assert_eq!(guard.observe(PUBLISH_GRAIN_NS), PUBLISH_GRAIN_NS);
+        // Within the grain: the published time, no write.
+        assert_eq!(guard.observe(2 * PUBLISH_GRAIN_NS - 1), PUBLISH_GRAIN_NS);
+        assert_eq!(guard.last.load(Ordering::Relaxed), PUBLISH_GRAIN_NS);
+        // A lagging reading (another core's TSC) returns the published time.
+        assert_eq!(guard.observe(5), PUBLISH_GRAIN_NS);
+        assert_eq!(
+            guard.observe(5 * PUBLISH_GRAIN_NS + 7),
+            5 * PUBLISH_GRAIN_NS + 7
+        );
+        assert_eq!(guard.observe(u64::MAX), u64::MAX);
+        assert_eq!(guard.observe(3), u64::MAX);
+    }
+
+    #[test]
+    fn monotonic_clock_advances_with_real_time() {
+        let clock = MonotonicClock::new();
+        let start = clock.now();
+        std::thread::sleep(Duration::from_millis(20));
+        let later = clock.now();
+        // Lower bound only: the TSC calibration is good to far better than 10 %.
+        assert!(later - start >= 18_000_000, "advanced {} ns", later - start);
+    }
+
+    #[test]
+    fn monotonic_readings_never_decrease_across_threads() {
+        let clock = Arc::new(MonotonicClock::new());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let clock = Arc::clone(&clock);
+                std::thread::spawn(move || {
+                    let mut previous = clock.now();
+                    for _ in 0..100_000 {
+                        let reading = clock.now();
+                        assert!(reading >= previous);
+                        previous = reading;
+                    }
+                    previous
+                })
+            })
+            .collect();
+        let highest = handles.into_iter().map(|h| h.join().unwrap()).max();
+        // After joining, every thread's last reading happened before this one.
+        assert!(clock.now() >= highest.unwrap());
     }
 
     #[test]

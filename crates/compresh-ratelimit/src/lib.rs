@@ -16,7 +16,7 @@
 //!
 //! let decision = limiter.check("key_id_123", &policy); // &str lookup, String keys
 //! assert!(decision.allowed);
-//! assert_eq!(decision.remaining, 1_999);
+//! assert_eq!(decision.remaining(), 1_999);
 //! for (name, value) in decision.headers() {
 //!     // response.headers_mut().insert(HeaderName::from_static(name), value.parse()?);
 //!     println!("{name}: {value}");
@@ -59,8 +59,10 @@
 //! # Concurrency and memory
 //!
 //! Keys live in shards (4 per CPU, at least 8) of `RwLock<hashbrown::HashTable>`, hashed once
-//! with std's DoS-resistant `RandomState`. Checking an existing key takes a shard read lock and
-//! a compare-and-swap loop on that key's atomic; only a key's first request takes a write lock.
+//! (the same hash picks the shard and the bucket). Checking an existing key takes a shard read
+//! lock and a compare-and-swap loop on that key's atomic; only a key's first request takes a
+//! write lock. A check returns a [`Decision`] holding the raw GCRA state; the header values
+//! (`remaining`, `reset`, ...) are derived when asked for, so the hot path does no division.
 //!
 //! An entry whose TAT is not after now is indistinguishable from an absent key (under any
 //! policy), so it is evicted without changing any decision. Eviction is automatic and
@@ -73,17 +75,46 @@
 //! [`KeyedLimiter::retain_recent`] are there for explicit use. The limiter stores keys as given
 //! and does not zeroize them: key it by an API key's id or hash, never the secret.
 //!
+//! # Hashing
+//!
+//! Keys are hashed with hashbrown's default hasher, foldhash, seeded randomly per process and
+//! per limiter: about 5 ns for a 20-byte key id against about 22 ns for std's SipHash (see
+//! `benches/pieces.rs`). foldhash is "minimally DoS-resistant": without the seed an attacker
+//! cannot precompute colliding keys, but it is not a keyed PRF, so someone who can time many
+//! requests could in principle learn enough to build collisions. Compresh's hot-path keys are
+//! server-generated API key ids, which a client cannot choose, so this is not an attack surface
+//! there. Where keys are attacker-chosen strings (e-mail addresses, user names), pass std's
+//! SipHash: `KeyedLimiter::with_clock_and_hasher(MonotonicClock::new(), RandomState::new())`.
+//!
 //! # Clocks
 //!
 //! Time comes from a [`Clock`]: nanoseconds since the clock's own origin, plus a mapping of a
 //! reading to Unix time so header values (`X-RateLimit-Reset`) come from the same reading as the
-//! decision. [`MonotonicClock`] (the default) uses [`std::time::Instant`] with a [`SystemTime`]
-//! captured once at construction, and never goes backwards (guarded by an atomic maximum).
-//! [`FakeClock`] is driven by hand for deterministic tests.
+//! decision. [`FakeClock`] is driven by hand for deterministic tests.
 //!
-//! The clock is a large share of a check's cost: `Instant::now()` is a vDSO call (measured at
-//! ~64 ns on a loaded 2-core VM, see the README). An embedder that needs less can implement
-//! [`Clock`] over a TSC source such as `quanta` (the bench does, in about ten lines).
+//! [`MonotonicClock`] (the default) reads the CPU's time-stamp counter through `quanta` (as
+//! governor's default clock does), calibrated against the OS monotonic clock, and maps readings
+//! to Unix time through a [`SystemTime`] captured once at construction. Why: the clock was the
+//! largest part of a check. `Instant::now()` (a vDSO `clock_gettime`) measured ~40-65 ns on a
+//! loaded 2-core VM, a TSC read ~20 ns (see the README).
+//!
+//! The TSC caveats, and what covers them:
+//! - **Cores may disagree.** On some multi-socket hosts and VMs the TSCs of different cores are
+//!   not exactly in step, so a thread that migrates may read an earlier time. Every reading goes
+//!   through a shared atomic maximum (`fetch_max`), so the limiter's time never goes backwards,
+//!   across threads and cores; a core that runs ahead pushes shared time forward by its skew.
+//!   To keep that atomic off the hot path, a reading is only published (a read-modify-write)
+//!   once it is at least 1 µs past the published time; closer readings return the published
+//!   time (a plain load). The limiter thus sees time in steps of at least 1 µs, at most 1 µs
+//!   late, which is negligible against emission intervals of milliseconds and only ever makes
+//!   it stricter.
+//! - **Only an invariant TSC is used.** quanta checks CPUID for an invariant TSC (and
+//!   `rdtscp`); without one it falls back to `clock_gettime(CLOCK_MONOTONIC)`.
+//! - **Calibration and drift.** The first `MonotonicClock` in a process calibrates the TSC
+//!   (typically 10-20 ms, at most 200 ms). Unix times are origin + elapsed, so over a long
+//!   uptime `X-RateLimit-Reset` may drift from the wall clock by the calibration error (parts
+//!   per million) plus any NTP slew; headers are in whole seconds, so this is invisible in
+//!   practice. Like `CLOCK_MONOTONIC`, the TSC does not count time a machine is suspended.
 //!
 //! # Backends
 //!

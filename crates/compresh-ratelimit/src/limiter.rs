@@ -1,17 +1,16 @@
 //! The keyed GCRA limiter: sharded map of key → one `AtomicU64` (theoretical arrival time).
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::decision::{ceil_secs, Decision};
+use crate::decision::Decision;
 use crate::policy::Policy;
 
 /// A shard is swept on insert once it holds more than this many entries and twice as many as
@@ -37,11 +36,14 @@ pub trait RateLimiter<K: ?Sized>: Send + Sync {
 ///
 /// Keys are stored as given and are not zeroized: key the limiter by an API key's id or hash,
 /// not by the secret itself.
-pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
+///
+/// `S` hashes keys; the default is hashbrown's (foldhash, randomly seeded), see the crate docs
+/// (Hashing) for when to pass std's SipHash `RandomState` instead.
+pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultHashBuilder> {
     shards: Box<[Shard<K>]>,
     /// `64 - log2(shards.len())`.
     shard_shift: u32,
-    hasher: RandomState,
+    hasher: S,
     clock: C,
     /// Clock time at which the next time-based sweep of every shard is due.
     next_sweep: AtomicU64,
@@ -65,6 +67,19 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Default for KeyedLimiter<K, M
 impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedLimiter<K, C> {
     /// A limiter reading time from `clock` (4 shards per available CPU, at least 8).
     pub fn with_clock(clock: C) -> Self {
+        Self::with_clock_and_hasher(clock, DefaultHashBuilder::default())
+    }
+}
+
+impl<K, C, S> KeyedLimiter<K, C, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Clock,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// A limiter reading time from `clock` and hashing keys with `hasher` (4 shards per
+    /// available CPU, at least 8).
+    pub fn with_clock_and_hasher(clock: C, hasher: S) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let shard_count = (cpus * 4).next_power_of_two().clamp(8, 1024);
         let shards = (0..shard_count)
@@ -78,7 +93,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedLimiter<K, C> 
         Self {
             shards,
             shard_shift: 64 - shard_count.trailing_zeros(),
-            hasher: RandomState::new(),
+            hasher,
             clock,
             next_sweep: AtomicU64::new(0),
             sweep_interval: AtomicU64::new(0),
@@ -236,47 +251,32 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedLimiter<K, C> 
         }
     }
 
+    /// The decision for a check at `now` that left the key at `tat`. Only the verdict is
+    /// computed here; the header values are derived on demand (see [`Decision`]).
     #[inline]
     fn decision(&self, policy: &Policy, now: u64, allowed: bool, tat: u64) -> Decision {
-        let emission = policy.emission_ns();
-        // Whole requests available: how many emission intervals fit between TAT and the
-        // full-bucket horizon `now + T × burst`.
-        let available = now.saturating_add(policy.capacity_ns()).saturating_sub(tat) / emission;
-        let reset_after = tat.saturating_sub(now);
-        let retry_after = if allowed {
-            None
-        } else {
-            // Denied means tat - now > τ, so this is positive.
-            Some(Duration::from_nanos(
-                tat.saturating_sub(policy.tolerance_ns())
-                    .saturating_sub(now),
-            ))
-        };
-        let reset_unix = self.clock.unix_nanos_at(now) + u128::from(reset_after);
-        Decision {
+        Decision::from_nanos(
             allowed,
-            limit: policy.limit(),
-            remaining: u32::try_from(available).unwrap_or(u32::MAX),
-            reset: ceil_div_secs(reset_unix),
-            reset_after: Duration::from_nanos(reset_after),
-            retry_after,
-            window_secs: ceil_secs(policy.period()),
-        }
+            policy,
+            tat.saturating_sub(now),
+            self.clock.unix_nanos_at(now),
+        )
     }
 }
 
-impl<K, Q, C> RateLimiter<Q> for KeyedLimiter<K, C>
+impl<K, Q, C, S> RateLimiter<Q> for KeyedLimiter<K, C, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static + Borrow<Q>,
     Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     C: Clock,
+    S: BuildHasher + Send + Sync + 'static,
 {
     fn check(&self, key: &Q, policy: &Policy) -> Decision {
         KeyedLimiter::check(self, key, policy)
     }
 }
 
-impl<K, C: Clock> fmt::Debug for KeyedLimiter<K, C> {
+impl<K, C: Clock, S> fmt::Debug for KeyedLimiter<K, C, S> {
     /// Shows sizes only: keys may be sensitive.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let len: usize = self
@@ -358,17 +358,6 @@ fn duration_nanos(duration: Duration) -> u64 {
     crate::clock::duration_to_nanos(duration)
 }
 
-/// Unix nanoseconds → whole seconds, rounded up.
-#[inline]
-fn ceil_div_secs(nanos: u128) -> u64 {
-    const NANOS_PER_SEC: u64 = 1_000_000_000;
-    // Fast path in u64 (good until 2554); u128 division is a library call.
-    match u64::try_from(nanos) {
-        Ok(nanos) => nanos.div_ceil(NANOS_PER_SEC),
-        Err(_) => u64::try_from(nanos.div_ceil(u128::from(NANOS_PER_SEC))).unwrap_or(u64::MAX),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
@@ -401,35 +390,34 @@ mod tests {
         let first = limiter.check("k", &policy);
         assert_eq!(
             first,
-            Decision {
-                allowed: true,
-                limit: 2_000,
-                remaining: 1_999,
-                reset: 1_700_000_001,
-                reset_after: Duration::from_millis(30),
-                retry_after: None,
-                window_secs: 60,
-            }
+            Decision::new(true, &policy, Duration::from_millis(30), UNIX_ORIGIN)
         );
+        assert!(first.allowed);
+        assert_eq!(first.limit(), 2_000);
+        assert_eq!(first.remaining(), 1_999);
+        assert_eq!(first.reset(), 1_700_000_001);
+        assert_eq!(first.reset_after(), Duration::from_millis(30));
+        assert_eq!(first.retry_after(), None);
+        assert_eq!(first.window_secs(), 60);
         for i in 2..2_000 {
             let decision = limiter.check("k", &policy);
             assert!(decision.allowed, "request {i}");
-            assert_eq!(decision.remaining, 2_000 - i);
+            assert_eq!(decision.remaining(), 2_000 - i);
         }
         let last = limiter.check("k", &policy);
         assert!(last.allowed);
-        assert_eq!(last.remaining, 0);
-        assert_eq!(last.reset_after, Duration::from_secs(60));
-        assert_eq!(last.reset, 1_700_000_060);
+        assert_eq!(last.remaining(), 0);
+        assert_eq!(last.reset_after(), Duration::from_secs(60));
+        assert_eq!(last.reset(), 1_700_000_060);
         let denied = limiter.check("k", &policy);
         assert!(!denied.allowed);
-        assert_eq!(denied.remaining, 0);
-        assert_eq!(denied.retry_after, Some(Duration::from_millis(30)));
+        assert_eq!(denied.remaining(), 0);
+        assert_eq!(denied.retry_after(), Some(Duration::from_millis(30)));
         assert_eq!(denied.retry_after_secs(), Some(1));
-        assert_eq!(denied.reset_after, Duration::from_secs(60));
+        assert_eq!(denied.reset_after(), Duration::from_secs(60));
         // Denials are not counted: the wait does not grow.
         assert_eq!(
-            limiter.check("k", &policy).retry_after,
+            limiter.check("k", &policy).retry_after(),
             Some(Duration::from_millis(30))
         );
     }
@@ -447,22 +435,22 @@ mod tests {
             .advance(Duration::from_millis(100) - Duration::from_nanos(1));
         let almost = limiter.check("k", &policy);
         assert!(!almost.allowed);
-        assert_eq!(almost.retry_after, Some(Duration::from_nanos(1)));
+        assert_eq!(almost.retry_after(), Some(Duration::from_nanos(1)));
         limiter.clock().advance(Duration::from_nanos(1));
         let refilled = limiter.check("k", &policy);
         assert!(refilled.allowed);
-        assert_eq!(refilled.remaining, 0);
+        assert_eq!(refilled.remaining(), 0);
         assert!(!limiter.check("k", &policy).allowed);
         // Partial refill: 350 ms later, 3 whole requests are available.
         limiter.clock().advance(Duration::from_millis(350));
         let partial = limiter.check("k", &policy);
         assert!(partial.allowed);
-        assert_eq!(partial.remaining, 2);
-        assert_eq!(partial.reset_after, Duration::from_millis(750));
-        assert_eq!(limiter.peek("k", &policy).remaining, 2);
+        assert_eq!(partial.remaining(), 2);
+        assert_eq!(partial.reset_after(), Duration::from_millis(750));
+        assert_eq!(limiter.peek("k", &policy).remaining(), 2);
         // Idle for a full period: fresh again.
         limiter.clock().advance(Duration::from_secs(1));
-        assert_eq!(limiter.check("k", &policy).remaining, 9);
+        assert_eq!(limiter.check("k", &policy).remaining(), 9);
     }
 
     #[test]
@@ -472,9 +460,9 @@ mod tests {
         let policy = ten_per_sec();
         let first = limiter.check("k", &policy);
         // 1_700_000_000.9 + 0.1 = exactly 1_700_000_001.
-        assert_eq!(first.reset, 1_700_000_001);
+        assert_eq!(first.reset(), 1_700_000_001);
         let second = limiter.check("k", &policy);
-        assert_eq!(second.reset, 1_700_000_002);
+        assert_eq!(second.reset(), 1_700_000_002);
         assert_eq!(second.headers()[4].1, "\"default\";r=8;t=1");
     }
 
@@ -487,9 +475,9 @@ mod tests {
             .collect();
         assert_eq!(decisions, [true, true, true, false]);
         let denied = limiter.check("k", &policy);
-        assert_eq!(denied.limit, 60);
-        assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
-        assert_eq!(denied.reset_after, Duration::from_secs(3));
+        assert_eq!(denied.limit(), 60);
+        assert_eq!(denied.retry_after(), Some(Duration::from_secs(1)));
+        assert_eq!(denied.reset_after(), Duration::from_secs(3));
     }
 
     #[test]
@@ -511,15 +499,15 @@ mod tests {
         let policy = Policy::new(nz(2), Duration::from_secs(1)).unwrap();
         let fresh = limiter.peek("k", &policy);
         assert!(fresh.allowed);
-        assert_eq!(fresh.remaining, 2);
-        assert_eq!(fresh.reset_after, Duration::ZERO);
+        assert_eq!(fresh.remaining(), 2);
+        assert_eq!(fresh.reset_after(), Duration::ZERO);
         assert!(limiter.is_empty());
         limiter.check("k", &policy);
         limiter.check("k", &policy);
         let exhausted = limiter.peek("k", &policy);
         assert!(!exhausted.allowed);
-        assert_eq!(exhausted.remaining, 0);
-        assert_eq!(exhausted.retry_after, Some(Duration::from_millis(500)));
+        assert_eq!(exhausted.remaining(), 0);
+        assert_eq!(exhausted.retry_after(), Some(Duration::from_millis(500)));
         assert_eq!(limiter.peek("k", &policy), exhausted);
     }
 
@@ -538,7 +526,7 @@ mod tests {
         let big = Policy::per_minute(nz(4_000));
         let denied = limiter.check("k", &big);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after, Some(Duration::from_millis(15)));
+        assert_eq!(denied.retry_after(), Some(Duration::from_millis(15)));
         limiter.clock().advance(Duration::from_millis(15));
         assert!(limiter.check("k", &big).allowed);
 
@@ -549,8 +537,8 @@ mod tests {
         let tiny = Policy::per_minute(nz(10));
         let after = limiter.check(other, &tiny);
         assert!(after.allowed);
-        assert_eq!(after.remaining, 8);
-        assert_eq!(after.reset_after, Duration::from_millis(6_030));
+        assert_eq!(after.remaining(), 8);
+        assert_eq!(after.reset_after(), Duration::from_millis(6_030));
     }
 
     #[test]
@@ -562,7 +550,7 @@ mod tests {
         limiter.clock().set(Duration::from_secs(5));
         let denied = limiter.check("k", &policy);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after, Some(Duration::from_secs(6)));
+        assert_eq!(denied.retry_after(), Some(Duration::from_secs(6)));
     }
 
     #[test]
@@ -584,7 +572,7 @@ mod tests {
             .collect();
         let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(allowed, 2_000);
-        assert_eq!(limiter.peek("shared", &policy).remaining, 0);
+        assert_eq!(limiter.peek("shared", &policy).remaining(), 0);
     }
 
     #[test]
@@ -604,7 +592,7 @@ mod tests {
         }
         assert!(limiter.len() <= 3, "len = {}", limiter.len());
         // An evicted key behaves exactly like a fresh one.
-        assert_eq!(limiter.check(&42, &policy).remaining, 0);
+        assert_eq!(limiter.check(&42, &policy).remaining(), 0);
         assert!(limiter.check(&43, &policy).allowed);
     }
 
@@ -651,15 +639,6 @@ mod tests {
                 limiter.shards.len()
             )
         );
-    }
-
-    #[test]
-    fn ceil_div_secs_edges() {
-        assert_eq!(ceil_div_secs(0), 0);
-        assert_eq!(ceil_div_secs(1), 1);
-        assert_eq!(ceil_div_secs(1_000_000_000), 1);
-        assert_eq!(ceil_div_secs(1_000_000_001), 2);
-        assert_eq!(ceil_div_secs(u128::from(u64::MAX) + 1), 18_446_744_074);
     }
 
     /// Reference model: a token bucket counting credit in nanoseconds (no floats). Capacity
@@ -709,9 +688,9 @@ mod tests {
                     model.arrive(&policy, clock.now());
                 let decision = limiter.check(&0, &policy);
                 prop_assert_eq!(decision.allowed, allowed);
-                prop_assert_eq!(u64::from(decision.remaining), remaining);
-                prop_assert_eq!(decision.reset_after, Duration::from_nanos(reset_after));
-                prop_assert_eq!(decision.retry_after, retry_after.map(Duration::from_nanos));
+                prop_assert_eq!(u64::from(decision.remaining()), remaining);
+                prop_assert_eq!(decision.reset_after(), Duration::from_nanos(reset_after));
+                prop_assert_eq!(decision.retry_after(), retry_after.map(Duration::from_nanos));
             }
         }
     }

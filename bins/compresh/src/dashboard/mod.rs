@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compresh_ratelimit::{KeyedLimiter, Policy, Tiers};
+use compresh_ratelimit::{KeyedLimiter, MonotonicClock, Policy, Tiers};
 use compresh_store::Store;
 
 use crate::master_keys::MasterKeys;
@@ -82,7 +82,9 @@ pub struct Dashboard {
     master_keys: Arc<MasterKeys>,
     tiers: Tiers,
     config: DashboardConfig,
-    login_limiter: KeyedLimiter<String>,
+    /// Keyed by attacker-chosen emails and addresses, so it hashes with SipHash (HashDoS-resistant)
+    /// rather than the request path's faster hasher.
+    login_limiter: KeyedLimiter<String, MonotonicClock, std::collections::hash_map::RandomState>,
     login_policy: Policy,
 }
 
@@ -100,7 +102,10 @@ impl Dashboard {
             master_keys,
             tiers,
             config,
-            login_limiter: KeyedLimiter::new(),
+            login_limiter: KeyedLimiter::with_clock_and_hasher(
+                MonotonicClock::new(),
+                std::collections::hash_map::RandomState::new(),
+            ),
             login_policy,
         }
     }
