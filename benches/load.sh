@@ -2,12 +2,12 @@
 # Proxy-overhead benchmark, in one run on one machine, with one load tool (benches/src/bin/loadgen.rs)
 # against one mock provider (tests/mock, `mock-provider`):
 #   (a) client -> mock                       (direct)
-#   (b) client -> compresh -> mock           (real key, auth, rate limit headers, usage recording if built in)
+#   (b) client -> compresh -> mock           (real key, auth, rate-limit headers, usage recording)
 #   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
 # at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
 # gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
 #
-#   benches/load.sh            full run (release build, ~4 minutes), updates benches/RESULTS.md
+#   benches/load.sh            full run (release build, ~5 minutes), updates benches/RESULTS.md
 #   benches/load.sh --smoke    a few seconds at one low rate (debug build; nginx only if installed);
 #                              fails on any error; writes nothing into the tree (for .ci/run)
 #
@@ -20,7 +20,7 @@ SMOKE=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -29,9 +29,9 @@ if [[ $SMOKE == 1 ]]; then
     PROFILE_DIR=target/debug
     BUILD_FLAGS=()
     RATES=${RATES:-200}
-    DURATION=${DURATION:-2}
-    WARMUP=${WARMUP:-0.5}
-    MAX_DURATION=${MAX_DURATION:-2}
+    DURATION=${DURATION:-1}
+    WARMUP=${WARMUP:-0.25}
+    MAX_DURATION=${MAX_DURATION:-1}
     STREAM_RATE=${STREAM_RATE:-100}
 else
     PROFILE_DIR=target/release
@@ -83,13 +83,34 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# CPU time (user + system, clock ticks) of the given processes, all their threads included.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat; the command name (field 2) has no spaces here.
+        read -r -a fields <"/proc/$pid/stat" || continue
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+# The process doing the proxying (or, for direct, the serving) on each path.
+serving_pids() {
+    case $1 in
+        direct) echo "$MOCK_PID" ;;
+        compresh) echo "$GATEWAY_PID" ;;
+        nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
+    esac
+}
+
 rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
 
 # --- mock provider
 "$MOCK" --listen 127.0.0.1:0 >"$WORK/mock.out" 2>&1 &
-PIDS+=($!)
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
 MOCK_ADDR=$(wait_for_line "$WORK/mock.out" '127\.0\.0\.1:[0-9]+' "mock-provider")
 echo "mock-provider on $MOCK_ADDR" >&2
 
@@ -152,7 +173,8 @@ http {
 }
 EOF
         nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" >"$WORK/nginx.out" 2>&1 &
-        PIDS+=($!)
+        NGINX_PID=$!
+        PIDS+=("$NGINX_PID")
         for _ in $(seq 1 50); do
             if (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null; then
                 NGINX_ADDR=127.0.0.1:$NGINX_PORT
@@ -194,14 +216,20 @@ run() {
         ) &
         sampler=$!
     fi
-    local line
+    local line pids cpu_before cpu_after
+    pids=$(serving_pids "$target")
+    # shellcheck disable=SC2086 # a list of pids
+    cpu_before=$(cpu_ticks $pids)
     line=$("$LOADGEN" --url "$(url_of "$target")" --label "$target" --connections "$CONNECTIONS" "$@")
+    # shellcheck disable=SC2086
+    cpu_after=$(cpu_ticks $pids)
     if [[ -n $sampler ]]; then
         kill "$sampler" 2>/dev/null || true
         wait "$sampler" 2>/dev/null || true
         peak=$(cat "$WORK/peak_rss" 2>/dev/null || echo 0)
     fi
-    echo "$mode $line rss_kb=$peak" | tee -a "$RESULTS" >&2
+    local cpu_ms=$(((cpu_after - cpu_before) * 1000 / CLK_TCK))
+    echo "$mode $line rss_kb=$peak cpu_ms=$cpu_ms warmup=$WARMUP duration=$DURATION" | tee -a "$RESULTS" >&2
 }
 
 # One request through the gateway so that idle RSS is measured with the key, the provider and the

@@ -118,6 +118,26 @@ def render(runs, idle_rss, rates, smoke):
             goal_rows.append((rate, num(c, "p99_us") <= num(n, "p99_us")))
     out.append("")
 
+    out.append("### CPU per request of the serving process (µs)")
+    out.append("")
+    out.append("User + system time from `/proc/PID/stat` over the whole run at that rate (warm-up "
+               "included), divided by the requests sent. For direct this is the mock provider "
+               "itself; for compresh and nginx the proxy alone (nginx: master + workers). Less "
+               "sensitive to the shared machine than latency or throughput.")
+    out.append("")
+    out.append("| rate | mock (direct) | compresh | nginx |" if has_nginx else
+               "| rate | mock (direct) | compresh |")
+    out.append("|---|---|---|---|" if has_nginx else "|---|---|---|")
+    for rate in rates.split():
+        cells = [rate]
+        for t in targets:
+            f = runs.get(("rate", rate, t), {})
+            cpu, w, d = num(f, "cpu_ms"), num(f, "warmup"), num(f, "duration")
+            sent = None if None in (w, d) else float(rate) * (w + d)
+            cells.append("–" if cpu is None or not sent else f"{cpu * 1000 / sent:.0f}")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+
     out.append("### Maximum throughput (closed loop)")
     out.append("")
     out.append("| path | requests/s | ratio to direct | p50 / p99 | errors |")

@@ -47,7 +47,7 @@ fn sdk_headers(key: &str) -> HeaderMap {
         ("x-stainless-runtime-version", "3.12.3"),
         ("x-stainless-async", "false"),
         ("x-stainless-retry-count", "0"),
-        ("content-length", "187"),
+        ("content-length", "172"),
     ] {
         headers.append(
             HeaderName::from_static(name),

@@ -16,6 +16,7 @@
 //!
 //! Prints one line of `key=value` pairs on stdout (times in microseconds) for scripts to parse.
 
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -124,7 +125,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(run(&args, target));
     match result {
         Ok(line) => {
-            println!("{line}");
+            // A closed pipe (`loadgen ... | head`) is not worth a panic.
+            let _ = writeln!(std::io::stdout(), "{line}");
             std::process::ExitCode::SUCCESS
         }
         Err(message) => {
@@ -261,7 +263,7 @@ async fn worker(
     stop: Arc<AtomicBool>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut sender = None;
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     loop {
         // Open loop: the scheduled time of the next request; closed loop: now.
         let scheduled = match &queue {
