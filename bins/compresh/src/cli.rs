@@ -100,6 +100,10 @@ struct ServeArgs {
     /// `compresh users create`.
     #[arg(long, env = "COMPRESH_SIGNUP", value_enum, default_value_t = crate::dashboard::SignupMode::Closed)]
     signup: crate::dashboard::SignupMode,
+    /// Runtime worker threads. Default: one per CPU, but one on a machine with at most two
+    /// CPUs (there a second worker mostly adds cross-thread wake-ups; see benches/RESULTS.md).
+    #[arg(long, env = "COMPRESH_WORKER_THREADS")]
+    worker_threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,7 +243,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let master_key_env = std::env::var("COMPRESH_MASTER_KEY").ok();
     match cli.command {
         Command::Serve(args) => {
-            logging::init(cli.log_format);
+            // Dropped when `serve` returns (also on error): writes every buffered log line,
+            // before `main` prints an error or the process exits.
+            let _log_guard = logging::init(cli.log_format);
             let data = DataDir::open(&cli.data_dir, master_key_env.as_deref())?;
             serve(data, args)
         }
@@ -284,6 +290,10 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
     };
     let gateway = Arc::new(Gateway::new(data.store, data.master_keys, config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            args.worker_threads
+                .map_or_else(default_worker_threads, std::num::NonZeroUsize::get),
+        )
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -315,6 +325,17 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
         .await;
         anyhow::Ok(())
     })
+}
+
+/// One worker per CPU, except on one or two CPUs: a request's server and upstream connection
+/// tasks then stay on one thread instead of waking each other across two, which measured
+/// 10-25 % less CPU per request at equal or higher throughput on a 2-CPU machine that also runs
+/// the provider and the clients (`benches/RESULTS.md`).
+fn default_worker_threads() -> usize {
+    match std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) {
+        0..=2 => 1,
+        cpus => cpus,
+    }
 }
 
 /// Reads and checks `--upstream-ca-file` (PEM or DER). Called before the first start, so a bad

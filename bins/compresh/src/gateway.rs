@@ -217,11 +217,7 @@ impl Gateway {
         };
         let headers = response.headers_mut();
         if let Some(decision) = &record.decision {
-            for (name, value) in decision.headers() {
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.insert(name, value);
-                }
-            }
+            insert_rate_limit_headers(headers, decision);
         }
         headers.insert(SESSION_ID_OUT, session_id);
         let overhead = started.elapsed().saturating_sub(record.upstream_time);
@@ -416,6 +412,39 @@ impl Gateway {
     }
 }
 
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The headers of [`Decision::headers`], written straight into `headers`: the same names and
+/// values without the intermediate `Vec` of `String`s and the name lookups (every response
+/// carries them).
+pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    let limit = decision.limit();
+    let remaining = decision.remaining();
+    let reset_after = decision.reset_after();
+    let reset_in = reset_after.as_secs() + u64::from(reset_after.subsec_nanos() > 0);
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(decision.reset()));
+    // Digits and ASCII punctuation only: always a valid header value.
+    let text = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
+    if let Some(value) = text(format!(
+        "\"default\";q={limit};w={}",
+        decision.window_secs()
+    )) {
+        headers.insert(RATELIMIT_POLICY, value);
+    }
+    if let Some(value) = text(format!("\"default\";r={remaining};t={reset_in}")) {
+        headers.insert(RATELIMIT, value);
+    }
+    if let Some(secs) = decision.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
 fn health() -> Response<GatewayBody> {
     let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
@@ -548,6 +577,31 @@ mod tests {
     fn escaped_model_names_are_decoded() {
         let model = request_model(&Method::POST, br#"{"model":"gpt-\u0034o"}"#).unwrap();
         assert_eq!(model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn rate_limit_headers_match_the_decision() {
+        let policy =
+            compresh_ratelimit::Policy::per_minute(std::num::NonZeroU32::new(2_000).unwrap());
+        for (allowed, reset_after) in [
+            (true, Duration::from_millis(30)),
+            (true, Duration::from_secs(2)),
+            (false, Duration::new(59, 1)),
+        ] {
+            let decision = Decision::new(
+                allowed,
+                &policy,
+                reset_after,
+                Duration::from_secs(1_700_000_000),
+            );
+            let mut headers = HeaderMap::new();
+            insert_rate_limit_headers(&mut headers, &decision);
+            let expected = decision.headers();
+            assert_eq!(headers.len(), expected.len());
+            for (name, value) in expected {
+                assert_eq!(headers[name], value, "{name}");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,10 @@ use serde_json::json;
 use crate::admin::{usage_json, usage_query};
 use crate::body::GatewayBody;
 use crate::error::{json_response, GatewayError};
-use crate::gateway::{authenticate, session_id, unix_now, Gateway, OVERHEAD_OUT, SESSION_ID_OUT};
+use crate::gateway::{
+    authenticate, insert_rate_limit_headers, session_id, unix_now, Gateway, OVERHEAD_OUT,
+    SESSION_ID_OUT,
+};
 use crate::ops::{self, rpm_override, UsageQuery};
 
 /// The answer, plus what the access log line should say about the caller.
@@ -38,11 +41,7 @@ pub async fn handle(gateway: &Gateway, request: &Request<Incoming>, started: Ins
     };
     let headers = response.headers_mut();
     if let Some(decision) = &caller.decision {
-        for (name, value) in decision.headers() {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
-        }
+        insert_rate_limit_headers(headers, decision);
     }
     headers.insert(SESSION_ID_OUT, session_id(request.headers()));
     headers.insert(

@@ -1,5 +1,6 @@
 //! The [`Store`]: SQLite persistence plus the shared, auto-refreshed snapshot.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -471,6 +472,9 @@ impl Store {
     /// In one transaction, inserts the raw rows and adds them to the
     /// per-key, per-UTC-day aggregates. Does not refresh the snapshot.
     ///
+    /// The rows are summed per key and day in memory first, so a batch
+    /// costs one aggregate upsert per key and day, not one per row.
+    ///
     /// # Errors
     /// [`StoreError::Locked`] or [`StoreError::Sqlite`]; nothing is written
     /// then.
@@ -487,13 +491,16 @@ impl Store {
             let mut daily = tx.prepare_cached(
                 "INSERT INTO usage_daily (day, key_id, account_id, requests, errors, \
                  rate_limited, input_tokens, output_tokens) \
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (day, key_id) DO UPDATE SET \
-                 requests = requests + 1, errors = errors + excluded.errors, \
+                 requests = requests + excluded.requests, errors = errors + excluded.errors, \
                  rate_limited = rate_limited + excluded.rate_limited, \
                  input_tokens = input_tokens + excluded.input_tokens, \
                  output_tokens = output_tokens + excluded.output_tokens",
             )?;
+            // (UTC day number, key id) -> (account, [requests, errors, rate limited,
+            // input tokens, output tokens]); ordered so upserts run in a stable order.
+            let mut sums: BTreeMap<(i64, &str), (i64, [u64; 5])> = BTreeMap::new();
             for r in rows {
                 raw.execute(params![
                     r.at,
@@ -508,14 +515,30 @@ impl Store {
                     r.rate_limited,
                 ])?;
                 let error = r.status >= 400 && !r.rate_limited;
-                daily.execute(params![
-                    utc_day(r.at),
-                    r.key_id.as_str(),
-                    r.account_id,
-                    i64::from(error),
-                    i64::from(r.rate_limited),
+                let (_, sum) = sums
+                    .entry((r.at.div_euclid(86_400), r.key_id.as_str()))
+                    .or_insert((r.account_id, [0; 5]));
+                let add = [
+                    1,
+                    u64::from(error),
+                    u64::from(r.rate_limited),
                     r.input_tokens.unwrap_or(0),
                     r.output_tokens.unwrap_or(0),
+                ];
+                for (total, add) in sum.iter_mut().zip(add) {
+                    *total = total.saturating_add(add);
+                }
+            }
+            for ((day, key_id), (account_id, sum)) in sums {
+                daily.execute(params![
+                    utc_day(day * 86_400),
+                    key_id,
+                    account_id,
+                    sum[0],
+                    sum[1],
+                    sum[2],
+                    sum[3],
+                    sum[4],
                 ])?;
             }
             Ok(())

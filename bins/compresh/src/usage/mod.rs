@@ -2,8 +2,8 @@
 //! reported, written to the store off the request path.
 //!
 //! - [`ObservedBody`] wraps the response body. Frames pass through as they arrive; a JSON answer
-//!   is copied (up to [`MAX_JSON`]) and parsed at its end, an SSE stream is read line by line
-//!   keeping only the partial trailing line. When the body ends or is dropped (the client went
+//!   is scanned as it passes and only its `usage` value is copied ([`scan`]), an SSE stream is
+//!   read line by line keeping only the partial trailing line. When the body ends or is dropped (the client went
 //!   away) the record is handed to the [`UsageSink`] with whatever was seen.
 //! - For OpenAI-style streams the gateway asks the provider for usage
 //!   ([`plan_stream`]); the body then strips the usage-only chunk and the `"usage":null` fields
@@ -12,6 +12,7 @@
 
 mod json;
 mod recorder;
+mod scan;
 mod sse;
 mod tokens;
 
@@ -26,15 +27,13 @@ use compresh_store::{UnixTime, UsageRecord};
 use http::{header, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 
+use self::scan::UsageScanner;
 use crate::body::{BodyError, GatewayBody};
 use crate::metrics::Metrics;
 
 pub use recorder::{UsageConfig, UsageRecorder, UsageSink};
 pub use sse::{SseObserver, SseStripper};
 pub use tokens::{plan_stream, StreamPlan, Tokens};
-
-/// Largest JSON answer copied for token parsing; a longer one is relayed but not parsed.
-pub const MAX_JSON: usize = 1024 * 1024;
 
 /// What is known about a request before its answer is sent.
 #[derive(Debug, Clone)]
@@ -62,7 +61,7 @@ pub struct UsageDraft {
 pub enum Observe {
     /// Not at all.
     Nothing,
-    /// A JSON answer, parsed at its end.
+    /// A JSON answer, scanned for its `usage` as it passes.
     Json,
     /// An SSE stream, read as it passes.
     Sse,
@@ -94,7 +93,7 @@ impl Observe {
 
 enum Mode {
     Nothing,
-    Json { copy: Vec<u8>, overflow: bool },
+    Json(Box<UsageScanner>),
     Sse(SseObserver),
     Strip(SseStripper),
 }
@@ -125,10 +124,7 @@ impl ObservedBody {
         let mode = match observe {
             _ if record.is_none() => Mode::Nothing,
             Observe::Nothing => Mode::Nothing,
-            Observe::Json => Mode::Json {
-                copy: Vec::new(),
-                overflow: false,
-            },
+            Observe::Json => Mode::Json(Box::default()),
             Observe::Sse => Mode::Sse(SseObserver::default()),
             Observe::StripSse => Mode::Strip(SseStripper::default()),
         };
@@ -146,15 +142,8 @@ impl ObservedBody {
     fn observe(&mut self, data: Bytes) -> Bytes {
         match &mut self.mode {
             Mode::Nothing => data,
-            Mode::Json { copy, overflow } => {
-                if !*overflow {
-                    if copy.len() + data.len() > MAX_JSON {
-                        *overflow = true;
-                        *copy = Vec::new();
-                    } else {
-                        copy.extend_from_slice(&data);
-                    }
-                }
+            Mode::Json(scanner) => {
+                scanner.push(&data);
                 data
             }
             Mode::Sse(observer) => {
@@ -174,12 +163,10 @@ impl ObservedBody {
         let Some((draft, sink)) = self.record.take() else {
             return;
         };
-        if let Mode::Json {
-            copy,
-            overflow: false,
-        } = &self.mode
-        {
-            self.tokens.observe(copy);
+        if matches!(self.mode, Mode::Json(_)) {
+            if let Mode::Json(scanner) = std::mem::replace(&mut self.mode, Mode::Nothing) {
+                scanner.finish(&mut self.tokens);
+            }
         }
         let latency = draft.started.elapsed().as_millis();
         sink.send(UsageRecord {

@@ -57,12 +57,26 @@ impl Tokens {
             .into_iter()
             .flatten()
         {
-            if let Some(input) = usage.prompt_tokens.or(usage.input_tokens) {
-                self.input = Some(input);
-            }
-            if let Some(output) = usage.completion_tokens.or(usage.output_tokens) {
-                self.output = Some(output);
-            }
+            self.apply(&usage);
+        }
+    }
+}
+
+impl Tokens {
+    /// Take the counts from the value of a `usage` member (an object), as [`Tokens::observe`]
+    /// does for a document that contains it.
+    pub(crate) fn observe_usage(&mut self, usage: &[u8]) {
+        if let Ok(usage) = serde_json::from_slice::<UsageProbe>(usage) {
+            self.apply(&usage);
+        }
+    }
+
+    fn apply(&mut self, usage: &UsageProbe) {
+        if let Some(input) = usage.prompt_tokens.or(usage.input_tokens) {
+            self.input = Some(input);
+        }
+        if let Some(output) = usage.completion_tokens.or(usage.output_tokens) {
+            self.output = Some(output);
         }
     }
 }
@@ -122,9 +136,7 @@ pub fn plan_stream(body: &[u8]) -> StreamPlan {
 
 /// Whether `needle` occurs in `haystack`.
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]
