@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use compresh::admin::AdminToken;
 use compresh::gateway::{unix_now, GatewayConfig};
-use compresh_e2e::{eventually_async, Reply, TestGateway, OPENAI_SECRET};
+use compresh_e2e::{
+    assert_error, assert_status, eventually_async, Reply, TestGateway, OPENAI_SECRET,
+};
 use compresh_keys::KeyId;
 use compresh_store::UsageRecord;
 use http::{Method, StatusCode};
@@ -36,27 +38,6 @@ async fn admin(gw: &TestGateway, method: Method, path: &str, body: Option<Value>
         body,
     )
     .await
-}
-
-fn assert_error(reply: &Reply, status: StatusCode, error_type: &str, code: &str) {
-    assert_eq!(
-        reply.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let json = reply.json();
-    assert_eq!(json["error"]["type"], error_type, "{json}");
-    assert_eq!(json["error"]["code"], code, "{json}");
-}
-
-fn assert_status(reply: &Reply, status: StatusCode) {
-    assert_eq!(
-        reply.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
 }
 
 fn contains(reply: &Reply, needle: &str) -> bool {

@@ -5,29 +5,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use compresh::gateway::GatewayConfig;
-use compresh_e2e::{eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET, OPENAI_SECRET};
+use compresh_e2e::{
+    assert_error, eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET, OPENAI_SECRET,
+};
 use compresh_mock::{Gate, MockResponse};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
 const CHAT: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
-
-fn assert_error(reply: &compresh_e2e::Reply, status: StatusCode, error_type: &str, code: &str) {
-    assert_eq!(
-        reply.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let json = reply.json();
-    assert_eq!(json["error"]["type"], error_type, "{json}");
-    assert_eq!(json["error"]["code"], code, "{json}");
-    assert!(json["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-    assert_eq!(reply.header("content-type"), Some("application/json"));
-}
 
 #[tokio::test]
 async fn health_needs_no_key() {

@@ -66,6 +66,28 @@ impl Reply {
     }
 }
 
+/// Assert `reply` is a gateway error `{"error":{"message","type","code"}}` with this status.
+pub fn assert_error(reply: &Reply, status: StatusCode, error_type: &str, code: &str) {
+    assert_status(reply, status);
+    let json = reply.json();
+    assert_eq!(json["error"]["type"], error_type, "{json}");
+    assert_eq!(json["error"]["code"], code, "{json}");
+    assert!(json["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+}
+
+/// Assert the status, showing the body when it differs.
+pub fn assert_status(reply: &Reply, status: StatusCode) {
+    assert_eq!(
+        reply.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
 impl TestGateway {
     /// Start with the default configuration.
     pub async fn start() -> Self {
