@@ -271,6 +271,27 @@ async fn shutdown_writes_every_queued_row() {
 }
 
 #[tokio::test]
+async fn a_full_batch_is_written_before_the_flush_interval() {
+    // The writer is not woken per row: only the sinks' "batch full" signal can write these
+    // rows before the minute is over (the wait below gives up after 20 s).
+    let gw = TestGateway::start_with(GatewayConfig {
+        usage: UsageConfig {
+            flush_interval: Duration::from_secs(60),
+            batch_rows: 3,
+            ..UsageConfig::default()
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    let (key, key_id) = gw.create_key(None);
+    for _ in 0..3 {
+        assert_eq!(gw.chat(&key, CHAT).await.status, StatusCode::OK);
+    }
+    let row = wait_for_usage(&gw, &key_id, 3).await;
+    assert_eq!((row.input_tokens, row.output_tokens), (3 * 12, 3 * 7));
+}
+
+#[tokio::test]
 async fn failed_writes_are_retried_until_they_succeed() {
     let gw = fast_gateway().await;
     let (key, key_id) = gw.create_key(None);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use compresh_keys::KeyId;
 use compresh_store::{Store, UnixTime, UsageRecord};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::gateway::unix_now;
 use crate::metrics::Metrics;
@@ -44,12 +44,18 @@ impl Default for UsageConfig {
     }
 }
 
-/// The request path's side of the writer: hands rows over without waiting.
+/// The request path's side of the writer: hands rows over without waiting, and without waking
+/// the writer for every row (see `Writer::run`).
 #[derive(Clone)]
 pub struct UsageSink {
     sender: mpsc::Sender<UsageRecord>,
     metrics: Arc<Metrics>,
     last_drop_log: Arc<AtomicU64>,
+    /// Signalled once `full_at` rows are queued, so a full batch is written before its flush
+    /// interval is over.
+    batch_full: Arc<Notify>,
+    /// `batch_rows - 1`: the waiting writer already holds the batch's first row.
+    full_at: usize,
 }
 
 impl UsageSink {
@@ -57,7 +63,14 @@ impl UsageSink {
     /// `compresh_usage_rows_dropped_total` and logs at most once a second.
     pub fn send(&self, record: UsageRecord) {
         match self.sender.try_send(record) {
-            Ok(()) => self.metrics.add_usage_queue_depth(1),
+            Ok(()) => {
+                self.metrics.add_usage_queue_depth(1);
+                // Queued rows = capacity used; an atomic load. Below a batch, no wake-up.
+                let queued = self.sender.max_capacity() - self.sender.capacity();
+                if queued >= self.full_at {
+                    self.batch_full.notify_one();
+                }
+            }
             Err(error) => {
                 self.metrics.add_usage_rows_dropped(1);
                 let now = u64::try_from(unix_now()).unwrap_or(0);
@@ -88,11 +101,14 @@ impl UsageRecorder {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let (stop, stopped) = watch::channel(false);
         let (finished, done) = oneshot::channel();
+        let batch_full = Arc::new(Notify::new());
+        let full_at = config.batch_rows.saturating_sub(1).max(1);
         let writer = Writer {
             store,
             metrics: Arc::clone(&metrics),
             config,
             stopped,
+            batch_full: Arc::clone(&batch_full),
         };
         let task = async move {
             writer.run(receiver).await;
@@ -124,6 +140,8 @@ impl UsageRecorder {
                 sender,
                 metrics,
                 last_drop_log: Arc::new(AtomicU64::new(0)),
+                batch_full,
+                full_at,
             },
             stop,
             done: tokio::sync::Mutex::new(Some(done)),
@@ -152,6 +170,8 @@ struct Writer {
     metrics: Arc<Metrics>,
     config: UsageConfig,
     stopped: watch::Receiver<bool>,
+    /// Notified by the sinks when a full batch is queued.
+    batch_full: Arc<Notify>,
 }
 
 /// How a write with retries ended.
@@ -164,7 +184,13 @@ enum Outcome {
 }
 
 impl Writer {
+    /// One wake-up per batch, not per row: after a batch's first row the writer does not poll
+    /// the queue (so a sink's send finds no waker to wake) until the flush interval is over or
+    /// a sink signals a full batch; then it drains the queue. Waking per row cost a
+    /// cross-thread wake-up (the writer runs on its own thread when the gateway is built
+    /// outside a runtime, as `serve` does) and a timer re-arm for every request.
     async fn run(self, mut receiver: mpsc::Receiver<UsageRecord>) {
+        let batch_rows = self.config.batch_rows.max(1);
         let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_rows);
         let mut touched: HashMap<KeyId, UnixTime> = HashMap::new();
         let mut stopped = self.stopped.clone();
@@ -178,18 +204,32 @@ impl Writer {
                     None => break 'running,
                 },
             }
-            // ... then fill it for at most the flush interval.
-            let deadline = tokio::time::Instant::now() + self.config.flush_interval;
-            while batch.len() < self.config.batch_rows {
+            // ... then let it fill for at most the flush interval, or until a sink says a full
+            // batch is queued (a stale signal from the previous batch only makes this batch
+            // smaller) ...
+            if batch.len() < batch_rows {
+                let deadline = tokio::time::Instant::now() + self.config.flush_interval;
                 tokio::select! {
                     biased;
                     _ = stopped.wait_for(|stop| *stop) => break 'running,
-                    row = receiver.recv() => match row {
-                        Some(row) => self.take(row, &mut batch),
-                        None => break 'running,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = self.batch_full.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
                 }
+            }
+            // ... and take what is queued, up to a batch.
+            let mut closed = false;
+            while batch.len() < batch_rows {
+                match receiver.try_recv() {
+                    Ok(row) => self.take(row, &mut batch),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break 'running;
             }
             match self.write_with_retry(&mut batch, &mut touched, None).await {
                 Outcome::Written => {}
