@@ -15,11 +15,12 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+mod common;
+
+use common::{chat_body, read_exactly, WAIT};
+
 const PROVIDER_KEY: &str = "sk-provider-secret-4242";
 const CLIENT_KEY: &str = "comp_live_client_key_9999";
-/// Generous bound for events that happen in microseconds; only guards against hanging forever.
-const WAIT: Duration = Duration::from_secs(10);
-
 fn forwarder() -> Forwarder {
     Forwarder::new(ForwardConfig::default()).unwrap()
 }
@@ -56,30 +57,8 @@ fn head(method: Method, path_and_query: &str, headers: &[(&str, &str)]) -> Parts
     builder.body(()).unwrap().into_parts().0
 }
 
-fn chat_body(stream: bool) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
-    ))
-}
-
 async fn body_bytes(response: http::Response<Incoming>) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
-}
-
-/// Reads data frames until exactly `expected.len()` bytes arrived (hyper may split a chunk).
-async fn read_exactly(body: &mut Incoming, expected: &[u8]) {
-    let mut got = Vec::new();
-    while got.len() < expected.len() {
-        let frame = tokio::time::timeout(WAIT, body.frame())
-            .await
-            .expect("frame within the wait bound")
-            .expect("body not finished")
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            got.extend_from_slice(&data);
-        }
-    }
-    assert_eq!(got, expected);
 }
 
 fn contains_client_key(headers: &HeaderMap) -> bool {

@@ -27,11 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+mod common;
+
+use common::{chat_body, read_exactly, WAIT};
+
 const PROVIDER_KEY: &str = "sk-provider-secret-tls-77";
 const CLIENT_KEY: &str = "comp_live_client_key_tls_1";
-/// Generous bound for events that happen in milliseconds; only guards against hanging forever.
-const WAIT: Duration = Duration::from_secs(10);
-
 /// A CA and a server certificate for `localhost` and `127.0.0.1` issued by it.
 struct TestPki {
     ca_der: Vec<u8>,
@@ -230,12 +231,6 @@ fn head(method: Method, path_and_query: &str) -> Parts {
         .0
 }
 
-fn chat_body(stream: bool) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
-    ))
-}
-
 async fn forward_ok(fwd: &Forwarder, up: &Upstream, method: Method, pq: &str) -> Bytes {
     let body = if method == Method::GET {
         Bytes::new()
@@ -245,22 +240,6 @@ async fn forward_ok(fwd: &Forwarder, up: &Upstream, method: Method, pq: &str) ->
     let response = fwd.forward(up, head(method, pq), body).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.into_body().collect().await.unwrap().to_bytes()
-}
-
-/// Reads data frames until exactly `expected.len()` bytes arrived.
-async fn read_exactly(body: &mut Incoming, expected: &[u8]) {
-    let mut got = Vec::new();
-    while got.len() < expected.len() {
-        let frame = tokio::time::timeout(WAIT, body.frame())
-            .await
-            .expect("frame within the wait bound")
-            .expect("body not finished")
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            got.extend_from_slice(&data);
-        }
-    }
-    assert_eq!(got, expected);
 }
 
 #[tokio::test]

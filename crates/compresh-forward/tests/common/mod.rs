@@ -1,0 +1,33 @@
+//! Helpers shared by the forward crate's integration tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// Upper bound for anything a test waits on; generous, never a timing assertion.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// An OpenAI chat-completion request body.
+pub fn chat_body(stream: bool) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    ))
+}
+
+/// Reads data frames until exactly `expected.len()` bytes arrived (hyper may split a chunk).
+pub async fn read_exactly(body: &mut Incoming, expected: &[u8]) {
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("frame within the wait bound")
+            .expect("body not finished")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(got, expected);
+}
