@@ -61,6 +61,20 @@ async fn body_bytes(response: http::Response<Incoming>) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
+/// A plain TCP server that reads a request, writes `reply` verbatim and closes the connection.
+async fn raw_server(reply: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(reply).await;
+        }
+    });
+    addr
+}
+
 fn contains_client_key(headers: &HeaderMap) -> bool {
     headers
         .values()
@@ -424,15 +438,7 @@ async fn silent_provider_is_504_and_the_connection_is_dropped() {
 /// A server that reads the request then closes the connection without answering.
 #[tokio::test]
 async fn connection_closed_before_headers_is_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            drop(socket);
-        }
-    });
+    let addr = raw_server(b"").await;
     let up = Upstream::new(
         "flaky",
         ProviderKind::OpenAiCompatible,
@@ -459,20 +465,8 @@ async fn connection_closed_before_headers_is_502() {
 /// An HTTP/1.0 upstream's version must not leak into the client's response.
 #[tokio::test]
 async fn upstream_http_version_is_not_passed_on() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = socket
-                .write_all(
-                    b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}",
-                )
-                .await;
-            drop(socket);
-        }
-    });
+    let addr =
+        raw_server(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}").await;
     let up = Upstream::new(
         "old",
         ProviderKind::OpenAiCompatible,
@@ -498,17 +492,7 @@ async fn upstream_http_version_is_not_passed_on() {
 /// An https:// base whose server does not speak TLS fails the handshake.
 #[tokio::test]
 async fn tls_handshake_failure_is_503_tls() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                .await;
-        }
-    });
+    let addr = raw_server(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
     let up = Upstream::new(
         "not-tls",
         ProviderKind::OpenAi,
