@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use compresh_ratelimit::{Clock, FakeClock, KeyedLimiter, MonotonicClock, Policy};
+use compresh_ratelimit::{Clock, CoarseClock, FakeClock, KeyedLimiter, MonotonicClock, Policy};
 use criterion::{criterion_main, Criterion, Throughput};
 
 /// The shape of an API key id: short ASCII.
@@ -41,6 +41,8 @@ fn clocks(c: &mut Criterion) {
     });
     let clock = MonotonicClock::new();
     group.bench_function("monotonic_clock_now", |b| b.iter(|| black_box(clock.now())));
+    let coarse = CoarseClock::new();
+    group.bench_function("coarse_clock_now", |b| b.iter(|| black_box(coarse.now())));
     group.finish();
 }
 

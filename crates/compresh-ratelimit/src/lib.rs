@@ -64,6 +64,15 @@
 //! write lock. A check returns a [`Decision`] holding the raw GCRA state; the header values
 //! (`remaining`, `reset`, ...) are derived when asked for, so the hot path does no division.
 //!
+//! **Hot keys skip the lock.** Each thread keeps a 64-way direct-mapped cache of key slots
+//! (shared by all limiters of the process, tagged by limiter). A key that misses twice in a row
+//! on a thread is cached there, after which checking it is a hash, a thread-local lookup, a key
+//! comparison and the CAS: no lock, no read-modify-write besides the CAS. Eviction stays safe
+//! because a slot is *retired* (its state word swapped to a sentinel that refuses updates) before
+//! it leaves the map; a thread holding a retired slot falls back to the map and finds the key's
+//! one live slot, so two slots can never count the same key. Cached slots keep their key's
+//! memory alive until the thread caches something else in that way (64 per thread at most).
+//!
 //! An entry whose TAT is not after now is indistinguishable from an absent key (under any
 //! policy), so it is evicted without changing any decision. Eviction is automatic and
 //! amortised, triggered from [`KeyedLimiter::check`]:
@@ -84,7 +93,7 @@
 //! requests could in principle learn enough to build collisions. Compresh's hot-path keys are
 //! server-generated API key ids, which a client cannot choose, so this is not an attack surface
 //! there. Where keys are attacker-chosen strings (e-mail addresses, user names), pass std's
-//! SipHash: `KeyedLimiter::with_clock_and_hasher(MonotonicClock::new(), RandomState::new())`.
+//! SipHash: `KeyedLimiter::with_clock_and_hasher(CoarseClock::new(), RandomState::new())`.
 //!
 //! # Clocks
 //!
@@ -92,13 +101,21 @@
 //! reading to Unix time so header values (`X-RateLimit-Reset`) come from the same reading as the
 //! decision. [`FakeClock`] is driven by hand for deterministic tests.
 //!
-//! [`MonotonicClock`] (the default) reads the CPU's time-stamp counter through `quanta` (as
-//! governor's default clock does), calibrated against the OS monotonic clock, and maps readings
-//! to Unix time through a [`SystemTime`] captured once at construction. Why: the clock was the
-//! largest part of a check. `Instant::now()` (a vDSO `clock_gettime`) measured ~40-65 ns on a
-//! loaded 2-core VM, a TSC read ~20 ns (see the README).
+//! [`CoarseClock`] (the default) reads the kernel's `CLOCK_MONOTONIC_COARSE` through the vDSO:
+//! a few loads, no `rdtsc`, no system call (~12 ns on the VM we measured, against ~22 ns for a
+//! TSC read and ~45 ns for `Instant::now()`), and the kernel guarantees it never goes backwards
+//! on any CPU. Its resolution is the timer tick (1-4 ms, [`CoarseClock::resolution`]); it lags
+//! real time by less than a tick, which makes the limiter at most one tick *stricter*, never
+//! more generous. Against 30 ms emission intervals (2,000/min) and whole-second headers that is
+//! invisible; the clock was the largest part of a check, so this is where the time went. Where
+//! sub-millisecond precision matters (hundreds of requests per second per key with a burst of
+//! 1), use the exact [`MonotonicClock`]: `KeyedLimiter::with_clock(MonotonicClock::new())`.
 //!
-//! The TSC caveats, and what covers them:
+//! [`MonotonicClock`] reads the CPU's time-stamp counter through `quanta` (as governor's
+//! default clock does), calibrated against the OS monotonic clock, and maps readings to Unix
+//! time through a [`SystemTime`] captured once at construction.
+//!
+//! The TSC caveats, and what `MonotonicClock` does about them:
 //! - **Cores may disagree.** On some multi-socket hosts and VMs the TSCs of different cores are
 //!   not exactly in step, so a thread that migrates may read an earlier time. Every reading goes
 //!   through a shared atomic maximum (`fetch_max`), so the limiter's time never goes backwards,
@@ -127,8 +144,9 @@ mod clock;
 mod decision;
 mod limiter;
 mod policy;
+mod slot_cache;
 
-pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use clock::{Clock, CoarseClock, FakeClock, MonotonicClock};
 pub use decision::{
     Decision, RATELIMIT, RATELIMIT_POLICY, RETRY_AFTER, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,

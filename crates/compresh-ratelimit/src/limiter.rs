@@ -4,18 +4,26 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::{Clock, CoarseClock};
 use crate::decision::Decision;
 use crate::policy::Policy;
+use crate::slot_cache;
 
 /// A shard is swept on insert once it holds more than this many entries and twice as many as
 /// after its last sweep (amortised O(1) per insert).
 const MIN_SWEEP_LEN: usize = 64;
+
+/// The state word of a slot that has left the map: it refuses every update, so a thread still
+/// holding the slot in its [`slot_cache`] cannot count requests on it. Live TATs stay below it.
+const RETIRED: u64 = u64::MAX;
+
+/// Ids tag thread-cached slots with their limiter; 0 is never issued (an empty cache way).
+static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The backend seam: callers hold `&dyn RateLimiter<str>` (or a generic), so a distributed
 /// backend (Redis) can replace [`KeyedLimiter`] later.
@@ -27,9 +35,10 @@ pub trait RateLimiter<K: ?Sized>: Send + Sync {
 /// An in-process GCRA limiter keyed by `K`, lock-free per key on the hot path.
 ///
 /// State is one `AtomicU64` per key (its theoretical arrival time, TAT, in nanoseconds of `C`).
-/// The map is split into shards of `RwLock<HashTable>`; checking an existing key takes one
-/// shard's read lock and runs a CAS loop on the key's atomic. Only the first request of a key
-/// (or the first after eviction) takes a write lock.
+/// The map is split into shards of `RwLock<HashTable>`. A thread that checks a key twice in a
+/// row caches the key's slot in a small thread-local cache, so checking a hot key is a CAS loop
+/// on its atomic with no lock at all; other checks take one shard's read lock. Only the first
+/// request of a key (or the first after eviction) takes a write lock.
 ///
 /// Entries whose TAT is not after now are indistinguishable from fresh keys and are evicted
 /// automatically (see the crate docs), so memory is bounded by recently active keys.
@@ -39,7 +48,9 @@ pub trait RateLimiter<K: ?Sized>: Send + Sync {
 ///
 /// `S` hashes keys; the default is hashbrown's (foldhash, randomly seeded), see the crate docs
 /// (Hashing) for when to pass std's SipHash `RandomState` instead.
-pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultHashBuilder> {
+pub struct KeyedLimiter<K, C: Clock = CoarseClock, S = DefaultHashBuilder> {
+    /// Unique per limiter in the process: tags this limiter's entries in thread caches.
+    id: u64,
     shards: Box<[Shard<K>]>,
     /// `64 - log2(shards.len())`.
     shard_shift: u32,
@@ -51,14 +62,15 @@ pub struct KeyedLimiter<K, C: Clock = MonotonicClock, S = DefaultHashBuilder> {
     sweep_interval: AtomicU64,
 }
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedLimiter<K, MonotonicClock> {
-    /// A limiter on the real monotonic clock.
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedLimiter<K, CoarseClock> {
+    /// A limiter on the default clock, [`CoarseClock`] (see its docs for the trade-off against
+    /// the exact [`MonotonicClock`](crate::MonotonicClock)).
     pub fn new() -> Self {
-        Self::with_clock(MonotonicClock::new())
+        Self::with_clock(CoarseClock::new())
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> Default for KeyedLimiter<K, MonotonicClock> {
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Default for KeyedLimiter<K, CoarseClock> {
     fn default() -> Self {
         Self::new()
     }
@@ -91,6 +103,7 @@ where
             })
             .collect();
         Self {
+            id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
             shards,
             shard_shift: 64 - shard_count.trailing_zeros(),
             hasher,
@@ -111,21 +124,51 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
-        let shard = &self.shards[self.shard_index(hash)];
         let now = self.clock.now();
+        let cached = slot_cache::with_cached(self.id, hash, |slot: &Slot<K>| {
+            if slot.key.borrow() == key {
+                slot.acquire(policy, now)
+            } else {
+                None
+            }
+        });
+        let (allowed, tat) = match cached {
+            Some(outcome) => outcome,
+            None => self.check_in_map(hash, key, policy, now),
+        };
+        self.maybe_sweep(now);
+        self.decision(policy, now, allowed, tat)
+    }
+
+    /// A check that missed the thread's cache: through the shard (read lock, or write lock for
+    /// a new key), caching the slot if this thread missed on the same key last time too.
+    fn check_in_map<Q>(&self, hash: u64, key: &Q, policy: &Policy, now: u64) -> (bool, u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let admit = slot_cache::admit(self.id, hash);
+        let shard = &self.shards[self.shard_index(hash)];
         let found = {
             let guard = shard.read();
             guard
                 .table
                 .find(hash, |slot| slot.key.borrow() == key)
-                .map(|slot| acquire(&slot.tat, policy, now))
+                .map(|slot| {
+                    (
+                        slot.acquire_live(policy, now),
+                        admit.then(|| Arc::clone(slot)),
+                    )
+                })
         };
-        let (allowed, tat) = match found {
-            Some(outcome) => outcome,
-            None => self.insert(shard, hash, key, policy, now),
+        let (outcome, to_cache) = match found {
+            Some(found) => found,
+            None => self.insert(shard, hash, key, policy, now, admit),
         };
-        self.maybe_sweep(now);
-        self.decision(policy, now, allowed, tat)
+        if let Some(slot) = to_cache {
+            slot_cache::fill(self.id, hash, slot);
+        }
+        outcome
     }
 
     /// The decision a request for `key` would get now, without counting one: `remaining` is
@@ -183,6 +226,7 @@ where
 
     /// The slow path: first request of a key. Inserts under the shard's write lock (re-checking,
     /// since another thread may have inserted meanwhile) and sweeps the shard if it has doubled.
+    /// Returns the outcome and, if `admit`, the slot for the thread's cache.
     #[cold]
     fn insert<Q>(
         &self,
@@ -191,7 +235,8 @@ where
         key: &Q,
         policy: &Policy,
         now: u64,
-    ) -> (bool, u64)
+        admit: bool,
+    ) -> ((bool, u64), Option<Arc<Slot<K>>>)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -208,12 +253,17 @@ where
                     |slot| slot.key.borrow() == key,
                     |slot| self.hasher.hash_one(&slot.key),
                 )
-                .or_insert_with(|| Slot {
-                    key: key.to_owned(),
-                    tat: AtomicU64::new(0),
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        key: key.to_owned(),
+                        tat: AtomicU64::new(0),
+                    })
                 })
                 .into_mut();
-            acquire(&slot.tat, policy, now)
+            (
+                slot.acquire_live(policy, now),
+                admit.then(|| Arc::clone(slot)),
+            )
         };
         if inner.table.len() > (inner.len_after_sweep * 2).max(MIN_SWEEP_LEN) {
             // The new key survives: its first request is always allowed, so its TAT > now.
@@ -311,46 +361,86 @@ impl<K> Shard<K> {
 }
 
 struct ShardInner<K> {
-    table: HashTable<Slot<K>>,
+    /// Slots are shared with thread caches, hence the `Arc`.
+    table: HashTable<Arc<Slot<K>>>,
     len_after_sweep: usize,
 }
 
 impl<K> ShardInner<K> {
     /// Drops entries with TAT <= now: for any policy they behave exactly like an absent key.
+    /// Each is retired first, so copies in thread caches go stale instead of staying usable.
     fn sweep(&mut self, now: u64) {
-        self.table
-            .retain(|slot| slot.tat.load(Ordering::Relaxed) > now);
+        self.table.retain(|slot| !slot.retire_if_idle(now));
         self.len_after_sweep = self.table.len();
     }
 }
 
 struct Slot<K> {
     key: K,
-    /// Theoretical arrival time in clock nanoseconds; 0 for a fresh key.
+    /// Theoretical arrival time in clock nanoseconds; 0 for a fresh key, [`RETIRED`] once the
+    /// slot has left the map.
     tat: AtomicU64,
 }
 
-/// GCRA on one key: returns (allowed, TAT after the decision).
-///
-/// With `T` the emission interval and `τ = T × (burst − 1)`: `tat = max(stored, now)`; allow iff
-/// `tat − now <= τ`, then store `tat + T`. A fresh key (tat = now) thus allows exactly `burst`
-/// requests at one instant. Denials write nothing. `Relaxed` suffices: the atomic is the only
-/// state and the CAS orders all updates to it.
-#[inline]
-fn acquire(state: &AtomicU64, policy: &Policy, now: u64) -> (bool, u64) {
-    let emission = policy.emission_ns();
-    let tolerance = policy.tolerance_ns();
-    let mut current = state.load(Ordering::Relaxed);
-    loop {
-        let tat = current.max(now);
-        if tat - now > tolerance {
-            return (false, tat);
+impl<K> Slot<K> {
+    /// GCRA on this key: `(allowed, TAT after the decision)`, or `None` if the slot is retired
+    /// (the caller must go through the map instead).
+    ///
+    /// With `T` the emission interval and `τ = T × (burst − 1)`: `tat = max(stored, now)`; allow
+    /// iff `tat − now <= τ`, then store `tat + T`. A fresh key (tat = now) thus allows exactly
+    /// `burst` requests at one instant. Denials write nothing. `Relaxed` suffices: the atomic is
+    /// the only state and the CAS orders all updates to it, retirement included.
+    #[inline]
+    fn acquire(&self, policy: &Policy, now: u64) -> Option<(bool, u64)> {
+        let emission = policy.emission_ns();
+        let tolerance = policy.tolerance_ns();
+        let mut current = self.tat.load(Ordering::Relaxed);
+        loop {
+            if current == RETIRED {
+                return None;
+            }
+            let tat = current.max(now);
+            if tat - now > tolerance {
+                return Some((false, tat));
+            }
+            let next = tat.saturating_add(emission).min(RETIRED - 1);
+            match self.tat.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((true, next)),
+                Err(actual) => current = actual,
+            }
         }
-        let next = tat.saturating_add(emission);
-        match state.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return (true, next),
-            Err(actual) => current = actual,
+    }
+
+    /// [`acquire`](Self::acquire) on a slot found in the map under its shard's lock.
+    #[inline]
+    fn acquire_live(&self, policy: &Policy, now: u64) -> (bool, u64) {
+        // Slots are retired only under the shard's write lock, in the same critical section that
+        // removes them from the map, so a slot reached through the map is never retired.
+        self.acquire(policy, now)
+            .expect("a slot in the map is never retired")
+    }
+
+    /// Retires the slot if it is idle at `now` (its state is that of a fresh key). A concurrent
+    /// check that moves its TAT past `now` wins and keeps the slot.
+    fn retire_if_idle(&self, now: u64) -> bool {
+        let mut current = self.tat.load(Ordering::Relaxed);
+        while current <= now {
+            match self.tat.compare_exchange_weak(
+                current,
+                RETIRED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
         }
+        false
     }
 }
 
@@ -573,6 +663,92 @@ mod tests {
         let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(allowed, 2_000);
         assert_eq!(limiter.peek("shared", &policy).remaining(), 0);
+    }
+
+    #[test]
+    fn a_thread_cached_slot_goes_stale_when_its_key_is_evicted() {
+        let limiter = limiter();
+        let policy = Policy::new(nz(3), Duration::from_millis(30)).unwrap();
+        // Two checks in a row put the key's slot in this thread's cache.
+        for _ in 0..3 {
+            assert!(limiter.check("k", &policy).allowed);
+        }
+        assert!(!limiter.check("k", &policy).allowed);
+        limiter.clock().advance(Duration::from_millis(30));
+        limiter.retain_recent();
+        assert!(limiter.is_empty());
+        // The cached slot is retired: the check goes through the map and inserts a fresh key.
+        assert_eq!(limiter.check("k", &policy).remaining(), 2);
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.check("k", &policy).remaining(), 1);
+        assert_eq!(limiter.check("k", &policy).remaining(), 0);
+        assert!(!limiter.check("k", &policy).allowed);
+        assert_eq!(limiter.peek("k", &policy).remaining(), 0);
+    }
+
+    #[test]
+    fn eviction_racing_cached_checks_never_allows_more_than_the_burst() {
+        // Each round starts with the key idle. Long-lived checkers have the previous round's
+        // slot in their caches; a thread spawned for the round has an empty cache and goes
+        // through the map. The key is evicted before the round (even rounds) or while the
+        // checks run (odd rounds). The clock is frozen within a round, so exactly `burst`
+        // requests may pass in total, whichever slot each thread reaches.
+        const CHECKERS: usize = 3;
+        const ROUNDS: usize = 300;
+        let limiter = Arc::new(limiter());
+        let policy = Policy::new(nz(5), Duration::from_millis(1)).unwrap();
+        let start = Arc::new(Barrier::new(CHECKERS + 2));
+        let end = Arc::new(Barrier::new(CHECKERS + 2));
+        let hammer = move |limiter: &KeyedLimiter<String, FakeClock>| {
+            (0..10)
+                .filter(|_| limiter.check("k", &policy).allowed)
+                .count()
+        };
+        let checkers: Vec<_> = (0..CHECKERS)
+            .map(|_| {
+                let (limiter, start, end) = (limiter.clone(), start.clone(), end.clone());
+                std::thread::spawn(move || {
+                    let mut per_round = Vec::with_capacity(ROUNDS);
+                    for _ in 0..ROUNDS {
+                        start.wait();
+                        per_round.push(hammer(&limiter));
+                        end.wait();
+                    }
+                    per_round
+                })
+            })
+            .collect();
+        let mut fresh_counts = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                limiter.retain_recent();
+            }
+            let fresh = {
+                let (limiter, start, end) = (limiter.clone(), start.clone(), end.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let allowed = hammer(&limiter);
+                    end.wait();
+                    allowed
+                })
+            };
+            start.wait();
+            if round % 2 == 1 {
+                limiter.retain_recent();
+            }
+            end.wait();
+            fresh_counts.push(fresh.join().unwrap());
+            limiter.clock().advance(Duration::from_millis(1));
+        }
+        let counts: Vec<Vec<usize>> = checkers.into_iter().map(|h| h.join().unwrap()).collect();
+        for (round, fresh) in fresh_counts.iter().enumerate() {
+            let allowed: usize = fresh
+                + counts
+                    .iter()
+                    .map(|per_round| per_round[round])
+                    .sum::<usize>();
+            assert_eq!(allowed, 5, "round {round}");
+        }
     }
 
     #[test]
