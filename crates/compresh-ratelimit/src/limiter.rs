@@ -125,29 +125,35 @@ where
     {
         let hash = self.hasher.hash_one(key);
         let now = self.clock.now();
-        let cached = slot_cache::with_cached(self.id, hash, |slot: &Slot<K>| {
+        let looked_up = slot_cache::lookup(self.id, hash, |slot: &Slot<K>| {
             if slot.key.borrow() == key {
                 slot.acquire(policy, now)
             } else {
                 None
             }
         });
-        let (allowed, tat) = match cached {
-            Some(outcome) => outcome,
-            None => self.check_in_map(hash, key, policy, now),
+        let (allowed, tat) = match looked_up {
+            slot_cache::Lookup::Hit(outcome) => outcome,
+            slot_cache::Lookup::Miss { admit } => self.check_in_map(hash, key, policy, now, admit),
         };
         self.maybe_sweep(now);
         self.decision(policy, now, allowed, tat)
     }
 
     /// A check that missed the thread's cache: through the shard (read lock, or write lock for
-    /// a new key), caching the slot if this thread missed on the same key last time too.
-    fn check_in_map<Q>(&self, hash: u64, key: &Q, policy: &Policy, now: u64) -> (bool, u64)
+    /// a new key), caching the slot if `admit`.
+    fn check_in_map<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        policy: &Policy,
+        now: u64,
+        admit: bool,
+    ) -> (bool, u64)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let admit = slot_cache::admit(self.id, hash);
         let shard = &self.shards[self.shard_index(hash)];
         let found = {
             let guard = shard.read();

@@ -51,52 +51,56 @@ fn way_index(hash: u64) -> usize {
     (hash >> 32) as usize % WAYS
 }
 
-/// Runs `use_slot` on the slot cached for `(limiter, hash)` if there is one of type `T`.
-/// `None` means a miss: nothing cached, another key's slot, `use_slot` declined, or the cache is
-/// unavailable (thread teardown, or a re-entrant check from inside a key's `Eq`).
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup<R> {
+    /// The slot was cached and `use_slot` returned this.
+    Hit(R),
+    /// Go through the map; if `admit`, [`fill`] the way with the slot found there (the same key
+    /// missed in this way last time too, or its cached slot went stale).
+    Miss {
+        /// Whether to cache the slot the map returns.
+        admit: bool,
+    },
+}
+
+/// Runs `use_slot` on the slot cached for `(limiter, hash)` if there is one of type `T`, else
+/// records the miss. One thread-local access either way. `use_slot` declining (a retired slot,
+/// or another key with the same hash) counts as a miss. While the cache is unavailable (thread
+/// teardown, or a re-entrant check from inside a key's `Eq` or `Drop`) every lookup misses
+/// without admission.
 #[inline]
-pub(crate) fn with_cached<T: Any, R>(
+pub(crate) fn lookup<T: Any, R>(
     limiter: u64,
     hash: u64,
     use_slot: impl FnOnce(&T) -> Option<R>,
-) -> Option<R> {
-    CACHE
-        .try_with(|cache| {
-            let cache = cache.try_borrow().ok()?;
-            let way = &cache[way_index(hash)];
-            if way.limiter != limiter || way.hash != hash {
-                return None;
-            }
-            let slot = way.slot.as_deref()?.downcast_ref::<T>()?;
-            use_slot(slot)
-        })
-        .ok()
-        .flatten()
-}
-
-/// Records a miss for `(limiter, hash)` and says whether the caller should [`fill`] the way:
-/// true when the same key missed there last time too (or its cached slot went stale).
-#[inline]
-pub(crate) fn admit(limiter: u64, hash: u64) -> bool {
+) -> Lookup<R> {
     CACHE
         .try_with(|cache| {
             let Ok(mut cache) = cache.try_borrow_mut() else {
-                return false;
+                return Lookup::Miss { admit: false };
             };
             let way = &mut cache[way_index(hash)];
             if way.limiter == limiter && way.hash == hash {
-                return true;
+                let cached = way
+                    .slot
+                    .as_deref()
+                    .and_then(|slot| slot.downcast_ref::<T>());
+                return match cached.and_then(use_slot) {
+                    Some(outcome) => Lookup::Hit(outcome),
+                    None => Lookup::Miss { admit: true },
+                };
             }
-            // Dropping a previously cached slot here is one reference-count decrement; cycling
-            // keys rarely get that far, since they are not admitted.
+            // Dropping a previously cached slot here is one reference-count decrement; keys
+            // cycling through a way rarely get that far, since they are not admitted.
             *way = Way {
                 limiter,
                 hash,
                 slot: None,
             };
-            false
+            Lookup::Miss { admit: false }
         })
-        .unwrap_or(false)
+        .unwrap_or(Lookup::Miss { admit: false })
 }
 
 /// Caches `slot` for `(limiter, hash)` on this thread.
@@ -117,34 +121,43 @@ pub(crate) fn fill(limiter: u64, hash: u64, slot: ErasedSlot) {
 mod tests {
     use super::*;
 
+    fn read(limiter: u64, hash: u64) -> Lookup<u32> {
+        lookup(limiter, hash, |n: &u32| Some(*n))
+    }
+
     #[test]
     fn second_miss_admits_and_hits_are_tagged_by_limiter_hash_and_type() {
         let hash = 0xdead_beef_0000_0042;
-        assert_eq!(with_cached(7, hash, |n: &u32| Some(*n)), None);
-        assert!(!admit(7, hash));
-        assert!(admit(7, hash));
+        assert_eq!(read(7, hash), Lookup::Miss { admit: false });
+        assert_eq!(read(7, hash), Lookup::Miss { admit: true });
         fill(7, hash, Arc::new(5u32));
-        assert_eq!(with_cached(7, hash, |n: &u32| Some(*n)), Some(5));
-        // Another limiter, another hash in the same way, another type, a declining closure.
-        assert_eq!(with_cached(8, hash, |n: &u32| Some(*n)), None);
-        assert_eq!(with_cached(7, hash ^ 1, |n: &u32| Some(*n)), None);
-        assert_eq!(with_cached(7, hash, |n: &u64| Some(*n)), None);
-        assert_eq!(with_cached(7, hash, |_: &u32| None::<u32>), None);
-        // A different key missing in the same way replaces the entry without admitting.
+        assert_eq!(read(7, hash), Lookup::Hit(5));
+        // Another type, or a declining closure (a retired slot): a miss that re-admits.
+        assert_eq!(
+            lookup(7, hash, |n: &u64| Some(*n)),
+            Lookup::Miss { admit: true }
+        );
+        assert_eq!(
+            lookup(7, hash, |_: &u32| None::<u32>),
+            Lookup::Miss { admit: true }
+        );
+        assert_eq!(read(7, hash), Lookup::Hit(5));
+        // Another limiter takes the way over; so does another key (hash) of the same way.
+        assert_eq!(read(8, hash), Lookup::Miss { admit: false });
+        assert_eq!(read(7, hash), Lookup::Miss { admit: false });
         let rival = hash ^ 1;
         assert_eq!(way_index(rival), way_index(hash));
-        assert!(!admit(7, rival));
-        assert_eq!(with_cached(7, hash, |n: &u32| Some(*n)), None);
+        assert_eq!(read(7, rival), Lookup::Miss { admit: false });
+        assert_eq!(read(7, hash), Lookup::Miss { admit: false });
+        assert_eq!(read(7, hash), Lookup::Miss { admit: true });
     }
 
     #[test]
     fn re_entrant_use_is_a_miss_not_a_panic() {
         let hash = 0x1234_5678_0000_0001;
-        fill(9, hash, Arc::new(1u8));
-        let nested = with_cached(9, hash, |_: &u8| {
-            // A check from inside a key's Eq while the way is borrowed.
-            Some((admit(9, hash), with_cached(9, hash, |n: &u8| Some(*n))))
-        });
-        assert_eq!(nested, Some((false, Some(1))));
+        fill(9, hash, Arc::new(1u32));
+        let nested = lookup(9, hash, |_: &u32| Some(read(9, hash)));
+        assert_eq!(nested, Lookup::Hit(Lookup::Miss { admit: false }));
+        assert_eq!(read(9, hash), Lookup::Hit(1));
     }
 }
