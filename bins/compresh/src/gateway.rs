@@ -189,18 +189,16 @@ impl Gateway {
             _ => GatewayError::not_found(format!("no route for {method} {path}")).into_response(),
         };
         let response = self.observe(&path, started, &record, response);
-        tracing::info!(
-            target: "compresh::access",
-            method = %method,
-            path = %path,
-            status = response.status().as_u16(),
-            key_id = record.key_id.as_deref().unwrap_or("-"),
-            account = record.account.as_deref().unwrap_or("-"),
-            provider = record.provider.as_deref().unwrap_or("-"),
-            upstream_status = record.upstream_status.unwrap_or(0),
-            latency_ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        crate::logging::access(&crate::logging::AccessLine {
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            key_id: record.key_id.as_deref().unwrap_or("-"),
+            account: record.account.as_deref().unwrap_or("-"),
+            provider: record.provider.as_deref().unwrap_or("-"),
+            upstream_status: record.upstream_status.unwrap_or(0),
+            latency_ms: started.elapsed().as_millis() as u64,
+        });
         response
     }
 
@@ -429,15 +427,23 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Deci
     headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
     headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
     headers.insert(X_RATELIMIT_RESET, HeaderValue::from(decision.reset()));
-    // Digits and ASCII punctuation only: always a valid header value.
-    let text = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
-    if let Some(value) = text(format!(
-        "\"default\";q={limit};w={}",
-        decision.window_secs()
-    )) {
+    // Written without `format!` (its machinery was most of this function's cost). Digits and
+    // ASCII punctuation only: always a valid header value.
+    let text = |parts: [(&[u8], u64); 2]| {
+        let mut text = Vec::with_capacity(40);
+        for (prefix, number) in parts {
+            text.extend_from_slice(prefix);
+            crate::logging::push_u64(&mut text, number);
+        }
+        HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+    };
+    if let Some(value) = text([
+        (b"\"default\";q=", limit.into()),
+        (b";w=", decision.window_secs()),
+    ]) {
         headers.insert(RATELIMIT_POLICY, value);
     }
-    if let Some(value) = text(format!("\"default\";r={remaining};t={reset_in}")) {
+    if let Some(value) = text([(b"\"default\";r=", remaining.into()), (b";t=", reset_in)]) {
         headers.insert(RATELIMIT, value);
     }
     if let Some(secs) = decision.retry_after_secs() {
@@ -542,8 +548,16 @@ pub(crate) fn session_id(headers: &HeaderMap) -> HeaderValue {
         .cloned()
         .unwrap_or_else(|| {
             let id: u128 = rand::random();
+            let mut text = Vec::with_capacity(37);
+            text.extend_from_slice(b"sess_");
+            // `{id:032x}` without `format!`: 32 lowercase hex digits, most significant first.
+            text.extend(
+                (0..32)
+                    .rev()
+                    .map(|nibble| b"0123456789abcdef"[((id >> (nibble * 4)) & 0xf) as usize]),
+            );
             // A hex string is always a valid header value.
-            HeaderValue::from_str(&format!("sess_{id:032x}"))
+            HeaderValue::from_maybe_shared(Bytes::from(text))
                 .unwrap_or(HeaderValue::from_static("sess_"))
         })
 }
@@ -609,6 +623,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         let generated = session_id(&headers);
         assert!(generated.to_str().unwrap().starts_with("sess_"));
+        let hex = &generated.to_str().unwrap()["sess_".len()..];
+        assert_eq!(hex.len(), 32);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_ne!(session_id(&headers), generated);
         headers.insert(SESSION_HEADER, HeaderValue::from_static("abc"));
         assert_eq!(session_id(&headers), "abc");
     }

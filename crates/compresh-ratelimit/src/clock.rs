@@ -136,7 +136,7 @@ impl Published {
 /// construction (so wall-clock jumps never move the limiter's time).
 ///
 /// Why it is the default: reading it is a few loads from the vDSO data page, no `rdtsc` and no
-/// system call (~12 ns against ~22 ns for a TSC read on the VM we measured), and the kernel
+/// system call (~6-12 ns against ~22-27 ns for a TSC read on the VM we measured), and the kernel
 /// guarantees it never goes backwards on any CPU, so no cross-core guard is needed.
 ///
 /// The price is resolution: it advances once per timer tick ([`CoarseClock::resolution`],

@@ -102,7 +102,7 @@
 //! decision. [`FakeClock`] is driven by hand for deterministic tests.
 //!
 //! [`CoarseClock`] (the default) reads the kernel's `CLOCK_MONOTONIC_COARSE` through the vDSO:
-//! a few loads, no `rdtsc`, no system call (~12 ns on the VM we measured, against ~22 ns for a
+//! a few loads, no `rdtsc`, no system call (~6-12 ns on the VM we measured, against ~22 ns for a
 //! TSC read and ~45 ns for `Instant::now()`), and the kernel guarantees it never goes backwards
 //! on any CPU. Its resolution is the timer tick (1-4 ms, [`CoarseClock::resolution`]); it lags
 //! real time by less than a tick, which makes the limiter at most one tick *stricter*, never

@@ -1,5 +1,12 @@
 //! The background usage writer: a bounded queue in front of one task that batches rows into
 //! the store off the request path.
+//!
+//! When the gateway is built outside a runtime (as `serve` does), the writer gets its own
+//! thread, writes the store from that thread, and runs it at a lower scheduling priority
+//! ([`WRITER_NICE`]): a 512-row SQLite transaction is a few milliseconds of CPU that should
+//! not compete with the request path for a core. (Skipping the writes altogether once lowered
+//! the gateway's p99 on a 2-CPU machine; the lower priority alone made no difference
+//! measurable there, see `benches/RESULTS.md`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +19,11 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::gateway::unix_now;
 use crate::metrics::Metrics;
+
+/// The writer thread's nice value (0 is normal, 19 the lowest priority). It only yields the
+/// CPU to the request path when both want it; an idle CPU still runs it at full speed. Not so
+/// low that the writer falls behind when the machine is saturated (~3 µs of CPU per row).
+pub const WRITER_NICE: i32 = 10;
 
 /// Tunables of the usage writer.
 #[derive(Debug, Clone)]
@@ -103,18 +115,20 @@ impl UsageRecorder {
         let (finished, done) = oneshot::channel();
         let batch_full = Arc::new(Notify::new());
         let full_at = config.batch_rows.saturating_sub(1).max(1);
+        let runtime = tokio::runtime::Handle::try_current();
         let writer = Writer {
             store,
             metrics: Arc::clone(&metrics),
             config,
             stopped,
             batch_full: Arc::clone(&batch_full),
+            own_thread: runtime.is_err(),
         };
         let task = async move {
             writer.run(receiver).await;
             let _ = finished.send(());
         };
-        match tokio::runtime::Handle::try_current() {
+        match runtime {
             Ok(handle) => {
                 handle.spawn(task);
             }
@@ -122,6 +136,7 @@ impl UsageRecorder {
                 let spawned = std::thread::Builder::new()
                     .name("compresh-usage".to_owned())
                     .spawn(move || {
+                        lower_priority();
                         match tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
@@ -172,6 +187,18 @@ struct Writer {
     stopped: watch::Receiver<bool>,
     /// Notified by the sinks when a full batch is queued.
     batch_full: Arc<Notify>,
+    /// The writer has a thread (and runtime) of its own: store writes run on it directly, at
+    /// its lower priority, instead of on a shared blocking thread.
+    own_thread: bool,
+}
+
+/// Lower the calling thread's priority to [`WRITER_NICE`]. On Linux a nice value belongs to a
+/// thread (`setpriority(PRIO_PROCESS, 0)` is the calling thread). Failure only costs latency.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(None, WRITER_NICE) {
+        tracing::debug!("usage writer keeps normal priority: {error}");
+    }
 }
 
 /// How a write with retries ended.
@@ -307,6 +334,22 @@ impl Writer {
         }
     }
 
+    /// Run a store call: on this thread when it is the writer's own (nothing else runs on its
+    /// runtime), else on a blocking thread. A panic is returned as an error either way.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        if self.own_thread {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+                .map_err(|_| "the store call panicked".to_owned())
+        } else {
+            tokio::task::spawn_blocking(call)
+                .await
+                .map_err(|error| error.to_string())
+        }
+    }
+
     /// One attempt. Rows and `last_used_at` are separate transactions: once the rows are in,
     /// they are cleared so a failing `touch_keys` retry cannot count them twice.
     async fn write_once(
@@ -318,11 +361,12 @@ impl Writer {
             let store = self.store.clone();
             let rows = std::mem::take(batch);
             let count = rows.len();
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = store.record_usage(&rows);
-                (rows, result)
-            })
-            .await;
+            let joined = self
+                .blocking(move || {
+                    let result = store.record_usage(&rows);
+                    (rows, result)
+                })
+                .await;
             match joined {
                 Ok((_, Ok(()))) => self.metrics.add_usage_rows_written(count as u64),
                 Ok((rows, Err(error))) => {
@@ -342,7 +386,7 @@ impl Writer {
             let store = self.store.clone();
             let used: Vec<(KeyId, UnixTime)> =
                 touched.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            tokio::task::spawn_blocking(move || store.touch_keys(&used))
+            self.blocking(move || store.touch_keys(&used))
                 .await
                 .map_err(|error| format!("last_used_at task failed: {error}"))?
                 .map_err(|error| format!("last_used_at: {error}"))?;

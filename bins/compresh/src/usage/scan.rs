@@ -14,6 +14,19 @@ const MAX_USAGE: usize = 4096;
 /// Longest key remembered for comparison (`"message"` is the longest we look for).
 const NAME: usize = 8;
 
+/// Bytes of a string looked at one by one before searching the rest with `memchr2`.
+const SHORT_STRING: usize = 16;
+/// The bytes that change the scanner's state outside strings when nothing is pending.
+const SIGNIFICANT: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'{' as usize] = true;
+    table[b'}' as usize] = true;
+    table[b'[' as usize] = true;
+    table[b']' as usize] = true;
+    table
+};
+
 /// Which `usage` a captured value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -77,11 +90,17 @@ impl Default for UsageScanner {
 impl UsageScanner {
     /// Read the next chunk of the document.
     pub fn push(&mut self, mut chunk: &[u8]) {
-        while let Some((&byte, rest)) = chunk.split_first() {
+        loop {
             if self.in_string && !self.escaped && self.capture.is_none() {
                 // Most of an answer is string contents (the generated text): skip to the
-                // next quote or backslash at SIMD speed instead of byte by byte.
-                let Some(at) = memchr::memchr2(b'"', b'\\', chunk) else {
+                // next quote or backslash at SIMD speed instead of byte by byte. Keys and
+                // short values end within a few bytes, found sooner by looking at those.
+                let short = chunk.len().min(SHORT_STRING);
+                let at = match chunk[..short].iter().position(|&b| b == b'"' || b == b'\\') {
+                    Some(at) => Some(at),
+                    None => memchr::memchr2(b'"', b'\\', &chunk[short..]).map(|at| at + short),
+                };
+                let Some(at) = at else {
                     self.string_run(chunk);
                     return;
                 };
@@ -90,6 +109,18 @@ impl UsageScanner {
                 chunk = &chunk[at + 1..];
                 continue;
             }
+            if self.idle() {
+                // Nothing pending: numbers, literals, commas, colons and whitespace change
+                // no state here (see `structural_byte`), so skip to the next quote or bracket.
+                let skip = chunk
+                    .iter()
+                    .position(|&b| SIGNIFICANT[usize::from(b)])
+                    .unwrap_or(chunk.len());
+                chunk = &chunk[skip..];
+            }
+            let Some((&byte, rest)) = chunk.split_first() else {
+                return;
+            };
             if let Some((_, _, copy)) = &mut self.capture {
                 copy.push(byte);
             }
@@ -107,6 +138,15 @@ impl UsageScanner {
         for usage in [self.message, self.top].into_iter().flatten() {
             tokens.observe_usage(&usage);
         }
+    }
+
+    /// Outside strings, not copying, and not waiting for the value of a key we want.
+    fn idle(&self) -> bool {
+        !self.in_string
+            && self.capture.is_none()
+            && self.usage_next.is_none()
+            && !self.message_next
+            && self.last == Key::Other
     }
 
     /// String contents without quotes or backslashes.

@@ -97,6 +97,11 @@ pub enum StreamPlan {
 /// stream that should be asked for usage, and rewrite it if so. Only the `stream_options`
 /// member changes; every other byte of the request is kept.
 pub fn plan_stream(body: &[u8]) -> StreamPlan {
+    // A stream needs the literal `"stream": true`; most requests are not streams, and this
+    // search is far cheaper than listing the members.
+    if !contains(body, b"true") {
+        return StreamPlan::Unchanged;
+    }
     let Some((open, found)) = json::members(body) else {
         return StreamPlan::Unchanged;
     };
