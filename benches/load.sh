@@ -4,6 +4,8 @@
 #   (a) client -> mock                       (direct)
 #   (b) client -> compresh -> mock           (real key, auth, rate-limit headers, usage recording)
 #   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
+#   (h) client -> hyper-proxy -> mock        (the floor: hyper server + pooled client, no work;
+#                                             benches/src/bin/hyper-proxy.rs)
 # at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
 # gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
 #
@@ -49,6 +51,7 @@ cargo build --locked "${BUILD_FLAGS[@]}" -p compresh -p compresh-mock -p compres
 COMPRESH=$PROFILE_DIR/compresh
 MOCK=$PROFILE_DIR/mock-provider
 LOADGEN=$PROFILE_DIR/loadgen
+HYPER_PROXY=$PROFILE_DIR/hyper-proxy
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOAD_START
@@ -99,6 +102,7 @@ serving_pids() {
     case $1 in
         direct) echo "$MOCK_PID" ;;
         compresh) echo "$GATEWAY_PID" ;;
+        hyper) echo "$HYPER_PID" ;;
         nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
     esac
 }
@@ -130,6 +134,13 @@ KEY=$("$COMPRESH" --data-dir "$DATA" keys create --name bench --rpm 100000000 2>
 export LOADGEN_KEY=$KEY # read by loadgen (--key), so the key is not on any command line
 # The running server picks up CLI changes within a second.
 sleep 1.2
+
+# --- the hyper floor: same server and client parts as compresh, none of its work
+"$HYPER_PROXY" --upstream "$MOCK_ADDR" >"$WORK/hyper.out" 2>&1 &
+HYPER_PID=$!
+PIDS+=("$HYPER_PID")
+HYPER_ADDR=$(wait_for_line "$WORK/hyper.out" 'listening on http://127\.0\.0\.1:[0-9]+' "hyper-proxy" | sed 's|.*http://||')
+echo "hyper-proxy on $HYPER_ADDR" >&2
 
 # --- nginx (installed from Debian's packages when missing; skipped in smoke mode if absent)
 NGINX_ADDR=""
@@ -190,12 +201,13 @@ EOF
     fi
 fi
 
-TARGETS=(direct compresh)
+TARGETS=(direct compresh hyper)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
 url_of() {
     case $1 in
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
         compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
+        hyper) echo "http://$HYPER_ADDR/v1/chat/completions" ;;
         nginx) echo "http://$NGINX_ADDR/v1/chat/completions" ;;
     esac
 }

@@ -68,7 +68,7 @@ def git_rev():
 
 
 def render(runs, idle_rss, rates, smoke):
-    targets = [t for t in ("direct", "compresh", "nginx")
+    targets = [t for t in ("direct", "compresh", "hyper", "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
     out = []
@@ -91,7 +91,10 @@ def render(runs, idle_rss, rates, smoke):
 
     out.append("### Fixed rates (open loop, latency from the scheduled send time)")
     out.append("")
+    has_hyper = "hyper" in targets
     head = ["rate", "direct p50 / p99", "compresh p50 / p99", "**compresh added p50 / p99**"]
+    if has_hyper:
+        head += ["hyper (floor) added p50 / p99"]
     if has_nginx:
         head += ["nginx p50 / p99", "**nginx added p50 / p99**"]
     head += ["achieved rps (d / c" + (" / n)" if has_nginx else ")"), "errors"]
@@ -100,18 +103,21 @@ def render(runs, idle_rss, rates, smoke):
     goal_rows = []
     for rate in rates.split():
         get = lambda t: runs.get(("rate", rate, t), {})
-        d, c, n = get("direct"), get("compresh"), get("nginx")
+        d, c, h, n = get("direct"), get("compresh"), get("hyper"), get("nginx")
         row = [rate,
                f"{us(num(d, 'p50_us'))} / {us(num(d, 'p99_us'))}",
                f"{us(num(c, 'p50_us'))} / {us(num(c, 'p99_us'))}",
                f"{added(num(d, 'p50_us'), num(c, 'p50_us'))} / "
                f"{added(num(d, 'p99_us'), num(c, 'p99_us'))}"]
+        if has_hyper:
+            row += [f"{added(num(d, 'p50_us'), num(h, 'p50_us'))} / "
+                    f"{added(num(d, 'p99_us'), num(h, 'p99_us'))}"]
         if has_nginx:
             row += [f"{us(num(n, 'p50_us'))} / {us(num(n, 'p99_us'))}",
                     f"{added(num(d, 'p50_us'), num(n, 'p50_us'))} / "
                     f"{added(num(d, 'p99_us'), num(n, 'p99_us'))}"]
         rps = [us(num(x, "achieved_rps")) for x in ([d, c, n] if has_nginx else [d, c])]
-        errs = sum(int(x.get("errors", 0)) for x in (d, c, n))
+        errs = sum(int(x.get("errors", 0)) for x in (d, c, h, n))
         row += [" / ".join(rps), str(errs)]
         out.append("| " + " | ".join(row) + " |")
         if has_nginx and None not in (num(d, "p99_us"), num(c, "p99_us"), num(n, "p99_us")):
@@ -122,12 +128,12 @@ def render(runs, idle_rss, rates, smoke):
     out.append("")
     out.append("User + system time from `/proc/PID/stat` over the whole run at that rate (warm-up "
                "included), divided by the requests sent. For direct this is the mock provider "
-               "itself; for compresh and nginx the proxy alone (nginx: master + workers). Less "
+               "itself; for the proxies the proxy alone (nginx: master + workers). Less "
                "sensitive to the shared machine than latency or throughput.")
     out.append("")
-    out.append("| rate | mock (direct) | compresh | nginx |" if has_nginx else
-               "| rate | mock (direct) | compresh |")
-    out.append("|---|---|---|---|" if has_nginx else "|---|---|---|")
+    out.append("| rate | " + " | ".join("mock (direct)" if t == "direct" else t for t in targets)
+               + " |")
+    out.append("|---|" + "---|" * len(targets))
     for rate in rates.split():
         cells = [rate]
         for t in targets:
@@ -182,6 +188,10 @@ def render(runs, idle_rss, rates, smoke):
                    + "; compresh max throughput ≥ 80% of nginx's: "
                    + ("–" if c_max is None or not n_max else
                       f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
+        h_max = num(runs.get(("max", "max", "hyper"), {}), "achieved_rps")
+        if h_max is not None and n_max:
+            out.append(f"(The hyper floor reached {h_max / n_max:.0%} of nginx's max throughput "
+                       "in the same run.)")
         out.append("")
     return "\n".join(out)
 

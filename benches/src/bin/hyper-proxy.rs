@@ -1,0 +1,90 @@
+//! `hyper-proxy`: the smallest reverse proxy built from the same parts as Compresh (a hyper 1
+//! HTTP/1 server, hyper-util's pooled client, one tokio thread), with none of its work: no auth,
+//! limiter, header rewrite, body reading, usage or log. `benches/load.sh` measures it next to
+//! Compresh and nginx as a floor: Compresh minus this is the cost of what Compresh does; this
+//! minus nginx is the cost of the hyper/tokio design itself.
+//!
+//! ```text
+//! hyper-proxy --upstream 127.0.0.1:9000 [--listen 127.0.0.1:0]
+//! ```
+//! Prints `listening on http://ADDR` once bound.
+
+use std::convert::Infallible;
+
+use clap::Parser;
+use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(about = "Minimal hyper reverse proxy: the floor for benches/load.sh")]
+struct Args {
+    /// Upstream `HOST:PORT` (plain HTTP).
+    #[arg(long)]
+    upstream: Authority,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    let listener = TcpListener::bind(&args.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let client = client.clone();
+        let upstream = args.upstream.clone();
+        tokio::spawn(async move {
+            let service =
+                service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+            // A client that goes away mid-request is not an error worth reporting here.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    upstream: Authority,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(upstream);
+    let Ok(uri) = Uri::from_parts(parts) else {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    };
+    *request.uri_mut() = uri;
+    Ok(match client.request(request).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(_) => status(StatusCode::BAD_GATEWAY),
+    })
+}
+
+fn status(code: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *response.status_mut() = code;
+    response
+}
