@@ -9,7 +9,7 @@
 # at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
 # gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
 #
-#   benches/load.sh            full run (release build, ~5 minutes), updates benches/RESULTS.md
+#   benches/load.sh            full run (release build, ~7 minutes), updates benches/RESULTS.md
 #   benches/load.sh --smoke    a few seconds at one low rate (debug build; nginx only if installed);
 #                              fails on any error; writes nothing into the tree (for .ci/run)
 #
