@@ -7,7 +7,8 @@ use bytes::Bytes;
 use compresh::admin::AdminToken;
 use compresh::gateway::{unix_now, GatewayConfig};
 use compresh_e2e::{
-    assert_error, assert_status, eventually_async, Reply, TestGateway, OPENAI_SECRET,
+    assert_error, assert_not_found, assert_status, eventually_async, Reply, TestGateway,
+    OPENAI_SECRET,
 };
 use compresh_keys::KeyId;
 use compresh_store::UsageRecord;
@@ -52,12 +53,7 @@ async fn admin_api_is_404_when_no_token_is_configured() {
     let gw = TestGateway::start().await;
     for path in ["/admin/v1/accounts", "/admin", "/admin/v1/nope"] {
         let reply = admin(&gw, Method::GET, path, None).await;
-        assert_error(
-            &reply,
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "not_found",
-        );
+        assert_not_found(&reply);
     }
 }
 
@@ -116,12 +112,7 @@ async fn admin_api_needs_the_admin_token() {
     let ok = admin(&gw, Method::GET, "/admin/v1/accounts", None).await;
     assert_status(&ok, StatusCode::OK);
     let unknown = admin(&gw, Method::GET, "/admin/v1/no-such-route", None).await;
-    assert_error(
-        &unknown,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&unknown);
     let wrong_method = admin(&gw, Method::DELETE, "/admin/v1/accounts", None).await;
     assert_error(
         &wrong_method,
@@ -282,12 +273,7 @@ async fn accounts_and_providers_through_the_api_drive_the_proxy() {
         Some(json!({"api_key": acme_secret})),
     )
     .await;
-    assert_error(
-        &no_account,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&no_account);
 
     // Deactivate / activate.
     let off = admin(
@@ -310,12 +296,7 @@ async fn accounts_and_providers_through_the_api_drive_the_proxy() {
     assert_eq!(on.json()["active"], true);
     assert_status(&gw.chat(&acme_key, CHAT).await, StatusCode::OK);
     let ghost = admin(&gw, Method::POST, "/admin/v1/accounts/ghost/activate", None).await;
-    assert_error(
-        &ghost,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&ghost);
 
     // Remove the provider: the account's keys can no longer use it.
     let removed = admin(
@@ -340,12 +321,7 @@ async fn accounts_and_providers_through_the_api_drive_the_proxy() {
         None,
     )
     .await;
-    assert_error(
-        &again,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&again);
 }
 
 #[tokio::test]
@@ -466,12 +442,7 @@ async fn keys_through_the_api_drive_the_proxy() {
         None,
     )
     .await;
-    assert_error(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&reply);
     let reply = admin(&gw, Method::POST, "/admin/v1/keys/not-a-key/revoke", None).await;
     assert_error(
         &reply,
@@ -486,19 +457,9 @@ async fn keys_through_the_api_drive_the_proxy() {
         Some(json!({})),
     )
     .await;
-    assert_error(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&reply);
     let reply = admin(&gw, Method::GET, "/admin/v1/accounts/ghost/keys", None).await;
-    assert_error(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&reply);
 }
 
 #[tokio::test]

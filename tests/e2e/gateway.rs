@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use compresh::gateway::GatewayConfig;
 use compresh_e2e::{
-    assert_error, eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET, OPENAI_SECRET,
+    assert_error, assert_not_found, eventually_async, set_provider, TestGateway, ANTHROPIC_SECRET,
+    OPENAI_SECRET,
 };
 use compresh_mock::{Gate, MockResponse};
 use http::{Method, StatusCode};
@@ -25,12 +26,7 @@ async fn health_needs_no_key() {
         assert_eq!(reply.json()["version"], env!("CARGO_PKG_VERSION"));
     }
     let reply = gw.send(Method::GET, "/nope", &[], Bytes::new()).await;
-    assert_error(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-    );
+    assert_not_found(&reply);
 }
 
 #[tokio::test]

@@ -78,6 +78,16 @@ pub fn assert_error(reply: &Reply, status: StatusCode, error_type: &str, code: &
     assert_eq!(reply.header("content-type"), Some("application/json"));
 }
 
+/// Assert a gateway `404` (unknown route, account or key): the documented error shape.
+pub fn assert_not_found(reply: &Reply) {
+    assert_error(
+        reply,
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+    );
+}
+
 /// Assert the status, showing the body when it differs.
 pub fn assert_status(reply: &Reply, status: StatusCode) {
     assert_eq!(

@@ -58,12 +58,18 @@ fn main() -> std::io::Result<()> {
     }
 }
 
+/// Binds the listen address and announces it the way `load.sh` waits for.
+async fn bind(args: &Args) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(&args.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
 async fn serve(args: Args) -> std::io::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
-    let listener = TcpListener::bind(&args.listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let listener = bind(&args).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
@@ -105,8 +111,7 @@ fn status(code: StatusCode) -> Response<ProxyBody> {
 }
 
 async fn serve_per_connection(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(&args.listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let listener = bind(&args).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;

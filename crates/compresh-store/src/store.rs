@@ -808,12 +808,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use compresh_keys::{ApiKey, KeyHash};
 
     use super::*;
 
-    fn open() -> (tempfile::TempDir, Store) {
+    /// A fresh store in a temporary directory (kept alive by the returned guard).
+    pub(crate) fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         (dir, store)

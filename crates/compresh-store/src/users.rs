@@ -231,12 +231,7 @@ fn session(r: &Row<'_>) -> rusqlite::Result<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        (dir, store)
-    }
+    use crate::store::tests::open;
 
     #[test]
     fn users_are_unique_by_lowercased_email() {
