@@ -2,9 +2,10 @@
 //! reported, written to the store off the request path.
 //!
 //! - [`ObservedBody`] wraps the response body. Frames pass through as they arrive; a JSON answer
-//!   is scanned as it passes and only its `usage` value is copied ([`scan`]), an SSE stream is
-//!   read line by line keeping only the partial trailing line. When the body ends or is dropped (the client went
-//!   away) the record is handed to the [`UsageSink`] with whatever was seen.
+//!   is scanned as it passes and only its `usage` value is parsed, in place ([`scan`]); an SSE
+//!   stream is read line by line keeping only the partial trailing line. When the body ends or
+//!   is dropped (the client went away) the record is handed to the [`UsageSink`] with whatever
+//!   was seen.
 //! - For OpenAI-style streams the gateway asks the provider for usage
 //!   ([`plan_stream`]); the body then strips the usage-only chunk and the `"usage":null` fields
 //!   that asking adds, so the client gets the bytes it would have got without the question.
@@ -93,7 +94,7 @@ impl Observe {
 
 enum Mode {
     Nothing,
-    Json(Box<UsageScanner>),
+    Json(UsageScanner),
     Sse(SseObserver),
     Strip(SseStripper),
 }
@@ -124,7 +125,7 @@ impl ObservedBody {
         let mode = match observe {
             _ if record.is_none() => Mode::Nothing,
             Observe::Nothing => Mode::Nothing,
-            Observe::Json => Mode::Json(Box::default()),
+            Observe::Json => Mode::Json(UsageScanner::default()),
             Observe::Sse => Mode::Sse(SseObserver::default()),
             Observe::StripSse => Mode::Strip(SseStripper::default()),
         };
@@ -163,10 +164,8 @@ impl ObservedBody {
         let Some((draft, sink)) = self.record.take() else {
             return;
         };
-        if matches!(self.mode, Mode::Json(_)) {
-            if let Mode::Json(scanner) = std::mem::replace(&mut self.mode, Mode::Nothing) {
-                scanner.finish(&mut self.tokens);
-            }
+        if let Mode::Json(scanner) = &self.mode {
+            scanner.finish(&mut self.tokens);
         }
         let latency = draft.started.elapsed().as_millis();
         sink.send(UsageRecord {

@@ -26,7 +26,7 @@ impl SseObserver {
     /// Look at the next chunk of the stream.
     pub fn push(&mut self, chunk: &[u8], tokens: &mut Tokens) {
         let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             let (line, after) = rest.split_at(end);
             rest = &after[1..];
             if self.skipping {
@@ -87,16 +87,17 @@ impl SseStripper {
         self.pending.extend_from_slice(chunk);
         let mut out = BytesMut::new();
         let mut event_start = 0;
-        while let Some(offset) = self.pending[self.scanned..]
-            .iter()
-            .position(|b| *b == b'\n')
-        {
+        while let Some(offset) = memchr::memchr(b'\n', &self.pending[self.scanned..]) {
             let line_start = self.scanned;
             let line_end = line_start + offset + 1;
             self.scanned = line_end;
             let line = &self.pending[line_start..line_end - 1];
             if line.is_empty() || line == b"\r" {
                 let event = &self.pending[event_start..line_end];
+                if out.capacity() == 0 {
+                    // Stripping only removes bytes: one allocation fits all that goes out.
+                    out.reserve(self.pending.len() - event_start);
+                }
                 if std::mem::take(&mut self.passthrough) {
                     out.extend_from_slice(event);
                 } else {
@@ -130,67 +131,73 @@ impl SseStripper {
 
 /// Append `event` to `out` without what include_usage added.
 fn strip_event(event: &[u8], tokens: &mut Tokens, out: &mut BytesMut) {
-    let mut rewritten: Option<BytesMut> = None;
+    let event_start = out.len();
+    // `event[..copied]` is in `out` already (or dropped from it).
+    let mut copied = 0;
     let mut line_start = 0;
-    for (i, byte) in event.iter().enumerate() {
-        if *byte != b'\n' {
+    while let Some(offset) = memchr::memchr(b'\n', &event[line_start..]) {
+        let line_end = line_start + offset;
+        let Some(data_start) = data_start(&event[line_start..line_end]).map(|at| line_start + at)
+        else {
+            line_start = line_end + 1;
             continue;
-        }
-        let line = &event[line_start..=i];
-        let replacement = data_of(&line[..line.len() - 1]).and_then(|data| {
-            tokens.observe(data);
-            strip_data(data)
-        });
-        match replacement {
-            Some(Strip::DropEvent) => return,
-            Some(Strip::Rewrite(data)) => {
-                let buffer = rewritten.get_or_insert_with(|| BytesMut::from(&event[..line_start]));
-                // Keep the line's own prefix ("data:" or "data: ") and line end.
-                let prefix_len = line.len() - 1 - line_end_len(line) - data_len(line);
-                buffer.extend_from_slice(&line[..prefix_len]);
-                buffer.extend_from_slice(&data);
-                buffer.extend_from_slice(&line[line.len() - 1 - line_end_len(line)..]);
+        };
+        let data_end = line_end - usize::from(event[..line_end].ends_with(b"\r"));
+        let data = &event[data_start..data_end];
+        match strip_data(data, tokens) {
+            Some(Strip::DropEvent) => {
+                out.truncate(event_start);
+                return;
             }
-            None => {
-                if let Some(buffer) = rewritten.as_mut() {
-                    buffer.extend_from_slice(line);
-                }
+            Some(Strip::Remove(from, to)) => {
+                out.extend_from_slice(&event[copied..data_start + from]);
+                copied = data_start + to;
             }
+            None => {}
         }
-        line_start = i + 1;
+        line_start = line_end + 1;
     }
-    match rewritten {
-        Some(buffer) => {
-            out.extend_from_slice(&buffer);
-            out.extend_from_slice(&event[line_start..]);
-        }
-        None => out.extend_from_slice(event),
-    }
+    out.extend_from_slice(&event[copied..]);
 }
 
-/// 1 if the line (ending in `\n`) has a `\r` before the `\n`.
-fn line_end_len(line: &[u8]) -> usize {
-    usize::from(line.len() >= 2 && line[line.len() - 2] == b'\r')
+/// Where the payload of a `data:` line (without its line end) starts, or `None`.
+fn data_start(line: &[u8]) -> Option<usize> {
+    let data = line.strip_prefix(b"data:")?;
+    Some(if data.starts_with(b" ") { 6 } else { 5 })
 }
 
-fn data_len(line: &[u8]) -> usize {
-    data_of(&line[..line.len() - 1]).map_or(0, <[u8]>::len)
-}
-
+/// What to do with one event's data.
 enum Strip {
+    /// It is the usage-only chunk: leave the whole event out.
     DropEvent,
-    Rewrite(Bytes),
+    /// Leave out `data[from..to]` (the `usage` member and its comma).
+    Remove(usize, usize),
 }
 
-fn strip_data(data: &[u8]) -> Option<Strip> {
-    if !tokens_contains_usage(data) {
-        return None;
+/// The member OpenAI-style servers put last when include_usage was asked.
+const USAGE_NULL_LAST: &[u8] = b",\"usage\":null}";
+
+/// Observe one event's data and decide what to strip from it.
+fn strip_data(data: &[u8], tokens: &mut Tokens) -> Option<Strip> {
+    // Without a `"usage"` there is nothing to count or strip.
+    let first = super::tokens::find_usage_key(data)?;
+    // Every chunk but the usage chunk ends in `,"usage":null}`. When that is the only
+    // `"usage"`, it is the top-level member (the `}` that follows closes the document), so
+    // it can be cut without listing the members, and there are no counts to observe.
+    if data.len() >= USAGE_NULL_LAST.len()
+        && first == data.len() - USAGE_NULL_LAST.len() + 1
+        && data.ends_with(USAGE_NULL_LAST)
+        && data.first() == Some(&b'{')
+    {
+        return Some(Strip::Remove(first - 1, data.len() - 1));
     }
+    tokens.observe(data);
     let (_, found) = json::members(data)?;
     let usage = json::find(data, &found, "usage")?;
     let (from, to) = found[usage].value;
     if &data[from..to] == b"null" {
-        return Some(Strip::Rewrite(json::remove(data, &found, usage)));
+        let (from, to) = json::removal(&found, usage);
+        return Some(Strip::Remove(from, to));
     }
     let choices = json::find(data, &found, "choices")?;
     let (from, to) = found[choices].value;
@@ -198,10 +205,6 @@ fn strip_data(data: &[u8]) -> Option<Strip> {
         .iter()
         .all(|b| matches!(b, b'[' | b']' | b' ' | b'\t' | b'\r' | b'\n'));
     (empty && data[from] == b'[').then_some(Strip::DropEvent)
-}
-
-fn tokens_contains_usage(data: &[u8]) -> bool {
-    super::tokens::contains(data, b"\"usage\"")
 }
 
 #[cfg(test)]
@@ -302,6 +305,58 @@ mod tests {
                 output: Some(5)
             }
         );
+    }
+
+    proptest::proptest! {
+        /// Any OpenAI-style stream that include_usage was added to, cut anywhere: the client
+        /// gets the stream it would have got without, and the counts of the usage chunk.
+        #[test]
+        fn stripping_any_stream_gives_the_stream_without_usage(
+            contents in proptest::collection::vec(
+                "(usage|\"usage\":null}|,\"usage\":null}|[ -~]|\\\\|\n|\u{e9})*", 1..5),
+            member_after in proptest::option::of("[a-z]{1,4}"),
+            crlf in proptest::bool::ANY,
+            counts in (0u64..100_000, 0u64..100_000),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..8),
+        ) {
+            let end = if crlf { "\r\n" } else { "\n" };
+            let after = member_after
+                .map(|key| format!(",\"{key}\":1"))
+                .unwrap_or_default();
+            let mut with = String::new();
+            let mut without = String::new();
+            for content in &contents {
+                let choices = format!(
+                    "{{\"id\":\"c\",\"choices\":[{{\"delta\":{{\"content\":{}}}}}]",
+                    serde_json::to_string(content).unwrap()
+                );
+                with.push_str(&format!("data: {choices},\"usage\":null{after}}}{end}{end}"));
+                without.push_str(&format!("data: {choices}{after}}}{end}{end}"));
+            }
+            with.push_str(&format!(
+                "data: {{\"id\":\"c\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{}}}}}{end}{end}",
+                counts.0, counts.1
+            ));
+            for stream in [&mut with, &mut without] {
+                stream.push_str(&format!("data: [DONE]{end}{end}"));
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (with.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut stripper = SseStripper::default();
+            let mut tokens = Tokens::default();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([with.len()]) {
+                out.extend_from_slice(&stripper.push(&with.as_bytes()[from..cut], &mut tokens));
+                from = cut;
+            }
+            out.extend_from_slice(&stripper.finish(&mut tokens));
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), without);
+            proptest::prop_assert_eq!(
+                tokens,
+                Tokens { input: Some(counts.0), output: Some(counts.1) }
+            );
+        }
     }
 
     #[test]

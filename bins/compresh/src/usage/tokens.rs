@@ -1,10 +1,14 @@
 //! Token counts as providers report them, and the request rewrite that makes OpenAI-style
 //! streams report them.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use super::json;
+use super::scan::{find_quote, has_backslash, UsageScanner};
 
 /// Tokens reported for one request; `None` when the provider did not say.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +19,9 @@ pub struct Tokens {
     pub output: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct UsageProbe {
+/// The counts of one `usage` object, as serde reads it: `None` when absent or `null`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) struct UsageProbe {
     // OpenAI names.
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -25,53 +30,27 @@ struct UsageProbe {
     output_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct MessageProbe {
-    #[serde(default)]
-    usage: Option<UsageProbe>,
-}
-
-/// What a JSON answer or one SSE event may carry: a top-level `usage` (OpenAI answers and
-/// usage chunks, Anthropic answers and `message_delta`) or `message.usage` (Anthropic
-/// `message_start`).
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(default)]
-    usage: Option<UsageProbe>,
-    #[serde(default)]
-    message: Option<MessageProbe>,
-}
-
 impl Tokens {
-    /// Take the counts from a JSON document (a whole answer or one event's data), if any.
+    /// Take the counts from a JSON document (a whole answer or one event's data), if any:
+    /// its top-level `usage`, after `message.usage` (Anthropic's `message_start`), as a full
+    /// parse of a well-formed document finds them (see the `scan` module for the edge cases).
     /// Later reports win: Anthropic's `message_delta` carries the final output count.
     pub fn observe(&mut self, json: &[u8]) {
-        // Most stream events carry no usage at all; skip parsing them.
-        if !contains(json, b"\"usage\"") {
+        // Most stream events carry no usage object (none, or `"usage":null` in every chunk of
+        // a stream that asked for it); skip scanning them.
+        if !may_hold_usage(json) {
             return;
         }
-        let Ok(probe) = serde_json::from_slice::<Probe>(json) else {
-            return;
-        };
-        for usage in [probe.message.and_then(|m| m.usage), probe.usage]
-            .into_iter()
-            .flatten()
-        {
-            self.apply(&usage);
-        }
-    }
-}
-
-impl Tokens {
-    /// Take the counts from the value of a `usage` member (an object), as [`Tokens::observe`]
-    /// does for a document that contains it.
-    pub(crate) fn observe_usage(&mut self, usage: &[u8]) {
-        if let Ok(usage) = serde_json::from_slice::<UsageProbe>(usage) {
-            self.apply(&usage);
+        let mut scanner = UsageScanner::default();
+        scanner.push(json);
+        // A truncated document does not parse.
+        if scanner.complete() {
+            scanner.finish(self);
         }
     }
 
-    fn apply(&mut self, usage: &UsageProbe) {
+    /// Apply one `usage` object's counts.
+    pub(crate) fn apply(&mut self, usage: &UsageProbe) {
         if let Some(input) = usage.prompt_tokens.or(usage.input_tokens) {
             self.input = Some(input);
         }
@@ -79,6 +58,103 @@ impl Tokens {
             self.output = Some(output);
         }
     }
+}
+
+/// Read the value of a `usage` member as `serde_json` reads it into [`UsageProbe`]; `None`
+/// where that fails.
+///
+/// Deserialising with serde cost more than scanning the whole answer; the common shape (keys
+/// without escapes, counts as plain integers or `null`, other members skipped) is read here by
+/// hand, anything else goes to serde so the result is the same.
+pub(crate) fn parse_usage(json: &[u8]) -> Option<UsageProbe> {
+    match parse_usage_plain(json) {
+        Some(usage) => Some(usage),
+        None => serde_json::from_slice(json).ok(),
+    }
+}
+
+/// [`parse_usage`] for the plain shape, `None` for anything else (which may still be valid).
+fn parse_usage_plain(json: &[u8]) -> Option<UsageProbe> {
+    let mut usage = UsageProbe::default();
+    let mut seen = [false; 4];
+    let mut at = json::skip_ws(json, 0);
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = json::skip_ws(json, at + 1);
+    if json.get(at) != Some(&b'}') {
+        loop {
+            if json.get(at) != Some(&b'"') {
+                return None;
+            }
+            let key_end = at + 1 + find_quote(&json[at + 1..])?;
+            if has_backslash(&json[at + 1..key_end]) {
+                // An escaped key: serde decodes it.
+                return None;
+            }
+            let field = match &json[at + 1..key_end] {
+                b"prompt_tokens" => Some(0),
+                b"completion_tokens" => Some(1),
+                b"input_tokens" => Some(2),
+                b"output_tokens" => Some(3),
+                _ => None,
+            };
+            at = json::skip_ws(json, key_end + 1);
+            if json.get(at) != Some(&b':') {
+                return None;
+            }
+            at = json::skip_ws(json, at + 1);
+            match field {
+                Some(index) => {
+                    if std::mem::replace(&mut seen[index], true) {
+                        // Duplicate field: serde fails, and says so itself.
+                        return None;
+                    }
+                    let (count, end) = plain_count(json, at)?;
+                    match index {
+                        0 => usage.prompt_tokens = count,
+                        1 => usage.completion_tokens = count,
+                        2 => usage.input_tokens = count,
+                        _ => usage.output_tokens = count,
+                    }
+                    at = end;
+                }
+                None => at = json::skip_value(json, at)?,
+            }
+            at = json::skip_ws(json, at);
+            match json.get(at)? {
+                b',' => at = json::skip_ws(json, at + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    (json::skip_ws(json, at + 1) == json.len()).then_some(usage)
+}
+
+/// A count at `at`: `null`, or an integer without sign, fraction, exponent or leading zero
+/// that fits in a `u64`; with the offset after it.
+fn plain_count(json: &[u8], at: usize) -> Option<(Option<u64>, usize)> {
+    if json[at..].starts_with(b"null") {
+        return ends_value(json, at + 4).then_some((None, at + 4));
+    }
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (digits > 1 && json[at] == b'0') {
+        return None;
+    }
+    let mut count: u64 = 0;
+    for &digit in &json[at..at + digits] {
+        count = count
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    ends_value(json, at + digits).then_some((Some(count), at + digits))
+}
+
+/// Whether a number or literal may end before `at`.
+fn ends_value(json: &[u8], at: usize) -> bool {
+    json.get(at)
+        .is_none_or(|b| matches!(b, b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// What the gateway does to an OpenAI-style chat completion request before forwarding it.
@@ -99,7 +175,7 @@ pub enum StreamPlan {
 pub fn plan_stream(body: &[u8]) -> StreamPlan {
     // A stream needs the literal `"stream": true`; most requests are not streams, and this
     // search is far cheaper than listing the members.
-    if !contains(body, b"true") {
+    if TRUE.find(body).is_none() {
         return StreamPlan::Unchanged;
     }
     let Some((open, found)) = json::members(body) else {
@@ -139,9 +215,22 @@ pub fn plan_stream(body: &[u8]) -> StreamPlan {
     }
 }
 
-/// Whether `needle` occurs in `haystack`.
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
+/// Finders are built once: building one per search cost more than the search.
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static TRUE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"true"));
+
+/// The offset of the first `"usage"` in `json`.
+pub(crate) fn find_usage_key(json: &[u8]) -> Option<usize> {
+    USAGE_KEY.find(json)
+}
+
+/// Whether `json` may hold a `usage` object: some `"usage"` is followed by `:` and `{`
+/// (whitespace allowed between), the only way to write one with an unescaped key.
+pub(crate) fn may_hold_usage(json: &[u8]) -> bool {
+    USAGE_KEY.find_iter(json).any(|at| {
+        let colon = json::skip_ws(json, at + b"\"usage\"".len());
+        json.get(colon) == Some(&b':') && json.get(json::skip_ws(json, colon + 1)) == Some(&b'{')
+    })
 }
 
 #[cfg(test)]
@@ -207,6 +296,25 @@ mod tests {
             tokens(&[r#"{"choices":[{"delta":{}}]}"#]),
             Tokens::default()
         );
+    }
+
+    #[test]
+    fn only_usage_objects_are_worth_a_scan() {
+        for (json, may) in [
+            (r#"{"usage":{"prompt_tokens":1}}"#, true),
+            (
+                r#"{"usage" :
+ {}}"#,
+                true,
+            ),
+            (r#"{"a":"\"usage\"","usage":null,"b":{"usage":{}}}"#, true),
+            (r#"{"usage":null}"#, false),
+            (r#"{"a":"\"usage\":x","usage":null}"#, false),
+            (r#"{"usage":"{"}"#, false),
+            (r#"{"usage""#, false),
+        ] {
+            assert_eq!(may_hold_usage(json.as_bytes()), may, "{json}");
+        }
     }
 
     #[test]
