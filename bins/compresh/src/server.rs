@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compresh_forward::UpstreamAffinity;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -49,15 +50,19 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let gateway = Arc::clone(&gateway);
+                // This connection's own upstream connection, driven by its task (below).
+                let affinity = UpstreamAffinity::new();
+                let requests_affinity = affinity.clone();
                 let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ClientAddr(peer));
+                    request.extensions_mut().insert(requests_affinity.clone());
                     let gateway = Arc::clone(&gateway);
                     async move { Ok::<_, Infallible>(gateway.handle(request).await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    if let Err(error) = affinity.drive(connection).await {
                         tracing::debug!("connection ended with an error: {error}");
                     }
                 });

@@ -14,9 +14,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::error::{chain_to_string, classify};
+use crate::affinity::{Affine, Failure};
+use crate::error::{chain_to_string, classify, unreachable_reason};
 use crate::tls::{client_config, TimeoutConnector};
-use crate::{rewrite_request_headers, strip_hop_by_hop, ForwardError, Upstream};
+use crate::{rewrite_request_headers, strip_hop_by_hop, ForwardError, Upstream, UpstreamAffinity};
 
 /// Timeouts, pool and TLS settings of a [`Forwarder`].
 #[derive(Clone)]
@@ -75,6 +76,8 @@ pub struct Forwarder {
 
 struct Inner {
     client: Client<TimeoutConnector, Full<Bytes>>,
+    /// Connects the per-client-connection upstream connections (plain HTTP only).
+    plain: HttpConnector,
     config: ForwardConfig,
 }
 
@@ -96,12 +99,13 @@ impl Forwarder {
                 "connect_timeout and response_timeout must be non-zero".to_owned(),
             ));
         }
-        let mut http = HttpConnector::new();
+        let mut plain = HttpConnector::new();
+        plain.set_connect_timeout(Some(config.connect_timeout));
+        // Streaming answers are many small writes from the provider; requests are one write.
+        plain.set_nodelay(true);
+        let mut http = plain.clone();
         // The HTTPS connector hands us https:// URIs too.
         http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        // Streaming answers are many small writes from the provider; requests are one write.
-        http.set_nodelay(true);
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(client_config(&config.extra_root_certificates)?)
             .https_or_http()
@@ -117,7 +121,11 @@ impl Forwarder {
             .timer(TokioTimer::new())
             .build(connector);
         Ok(Forwarder {
-            inner: Arc::new(Inner { client, config }),
+            inner: Arc::new(Inner {
+                client,
+                plain,
+                config,
+            }),
         })
     }
 
@@ -148,6 +156,24 @@ impl Forwarder {
         request: Parts,
         body: Bytes,
     ) -> Result<Response<Incoming>, ForwardError> {
+        self.forward_with(None, upstream, request, body).await
+    }
+
+    /// [`Forwarder::forward`] for a request of the client connection that `affinity` belongs
+    /// to: a plain `http://` upstream is reached over that client connection's own upstream
+    /// connection when it is idle (see [`UpstreamAffinity`]); anything else, or `None`, goes
+    /// through the shared pool. Same response, timeouts and errors either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`Forwarder::forward`].
+    pub async fn forward_with(
+        &self,
+        affinity: Option<&UpstreamAffinity>,
+        upstream: &Upstream,
+        request: Parts,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ForwardError> {
         let path_and_query = request
             .uri
             .path_and_query()
@@ -164,15 +190,32 @@ impl Forwarder {
         *outgoing.headers_mut() = headers;
 
         let timeout = self.inner.config.response_timeout;
-        let result = tokio::time::timeout(timeout, self.inner.client.request(outgoing)).await;
+        // HTTPS stays pooled: HTTP/2 by ALPN multiplexes requests of many client connections.
+        let affinity = affinity.filter(|_| upstream.is_plain_http());
+        let result = tokio::time::timeout(timeout, self.send(affinity, upstream, outgoing)).await;
         let mut response = match result {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
-                let error = classify(upstream.name(), &err);
+            Ok(Err(failure)) => {
+                let (error, cause) = match &failure {
+                    Failure::Pool(err) => (classify(upstream.name(), err), chain_to_string(err)),
+                    Failure::Connect(err) => (
+                        ForwardError::Unreachable {
+                            provider: upstream.name().to_owned(),
+                            reason: unreachable_reason(&**err),
+                        },
+                        chain_to_string(&**err),
+                    ),
+                    Failure::Upstream(err) => (
+                        ForwardError::UpstreamFailed {
+                            provider: upstream.name().to_owned(),
+                        },
+                        chain_to_string(err),
+                    ),
+                };
                 tracing::warn!(
                     provider = upstream.name(),
                     code = error.code(),
-                    cause = %chain_to_string(&err),
+                    cause = %cause,
                     "upstream request failed"
                 );
                 return Err(error);
@@ -201,6 +244,41 @@ impl Forwarder {
             "upstream responded"
         );
         Ok(response)
+    }
+}
+
+impl Forwarder {
+    /// Connect + send + wait for the headers, on the affine connection when possible.
+    async fn send(
+        &self,
+        affinity: Option<&UpstreamAffinity>,
+        upstream: &Upstream,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let request = match affinity {
+            Some(affinity) => {
+                let config = &self.inner.config;
+                match affinity
+                    .send(
+                        &self.inner.plain,
+                        config.connect_timeout,
+                        config.pool_idle_timeout,
+                        upstream.authority(),
+                        request,
+                    )
+                    .await
+                {
+                    Affine::Done(result) => return result,
+                    Affine::UsePool(request) => request,
+                }
+            }
+            None => request,
+        };
+        self.inner
+            .client
+            .request(request)
+            .await
+            .map_err(Failure::Pool)
     }
 }
 

@@ -1,0 +1,100 @@
+//! Per-client-connection upstream connections through the real server: each client connection
+//! gets its own upstream connection to a plain-HTTP provider, closed with it; an HTTP/2 client
+//! sending concurrent requests is served through the pool.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use compresh_e2e::TestGateway;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn chat(gateway: &TestGateway, uri: String) -> Request<Full<Bytes>> {
+    Request::post(uri)
+        .header("host", gateway.addr().to_string())
+        .header("authorization", format!("Bearer {}", gateway.api_key))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+        .unwrap()
+}
+
+/// One HTTP/1.1 client connection to the gateway; the task serving it ends when it closes.
+async fn client_connection(
+    gateway: &TestGateway,
+) -> (http1::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    let io = TokioIo::new(TcpStream::connect(gateway.addr()).await.unwrap());
+    let (sender, connection) = http1::handshake(io).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, task)
+}
+
+#[tokio::test]
+async fn each_client_connection_has_its_own_upstream_connection() {
+    let gateway = TestGateway::start().await;
+    let (mut a, a_task) = client_connection(&gateway).await;
+    let (mut b, b_task) = client_connection(&gateway).await;
+    for _ in 0..3 {
+        for sender in [&mut a, &mut b] {
+            sender.ready().await.unwrap();
+            let response = sender
+                .send_request(chat(&gateway, "/v1/chat/completions".to_owned()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.starts_with(b"{"), "{body:?}");
+        }
+    }
+    assert_eq!(gateway.mock.requests().len(), 6);
+    // The pool alone would have reused one upstream connection for these sequential requests.
+    assert_eq!(gateway.mock.connections_accepted(), 2);
+
+    // A client connection that closes takes its upstream connection with it.
+    drop(a);
+    a_task.await.unwrap();
+    assert!(gateway.mock.wait_connections_open(1, WAIT).await);
+    drop(b);
+    b_task.await.unwrap();
+    assert!(gateway.mock.wait_connections_open(0, WAIT).await);
+}
+
+#[tokio::test]
+async fn concurrent_requests_of_an_http2_client_connection_all_succeed() {
+    let gateway = TestGateway::start().await;
+    let io = TokioIo::new(TcpStream::connect(gateway.addr()).await.unwrap());
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let url = gateway.url("/v1/chat/completions");
+    // All sent before any is awaited: concurrent streams on one client connection.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let request = chat(&gateway, url.clone());
+            tokio::spawn(async move {
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, body)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, body) = tokio::time::timeout(WAIT, request)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(b"{"), "{body:?}");
+    }
+    assert_eq!(gateway.mock.requests().len(), 8);
+}
