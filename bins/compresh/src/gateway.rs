@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use compresh_forward::{ForwardConfig, Forwarder};
-use compresh_keys::{extract_key, KeyError, KeyId};
+use compresh_forward::{ForwardConfig, Forwarder, UpstreamAffinity};
+use compresh_keys::{extract_key_with, KeyError, KeyId};
 use compresh_ratelimit::{Decision, KeyedLimiter, Tiers};
 use compresh_store::{ApiKeyRecord, Store};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::admin::AdminToken;
@@ -30,6 +30,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-compresh-provider");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub(crate) const SESSION_ID_OUT: HeaderName = HeaderName::from_static("x-compresh-session-id");
 pub(crate) const OVERHEAD_OUT: HeaderName = HeaderName::from_static("x-compresh-proxy-overhead-ms");
 
@@ -81,9 +82,11 @@ pub struct Gateway {
 /// What the access log line says about one request; filled in as the request proceeds.
 #[derive(Default)]
 struct RequestRecord {
+    /// Set by routes answered without `usage_key` (`/v1/usage`); see [`RequestRecord::key_id`].
     key_id: Option<String>,
     account: Option<String>,
-    provider: Option<String>,
+    /// Borrowed for the built-in routes, so most requests allocate nothing for it.
+    provider: Option<Cow<'static, str>>,
     upstream_status: Option<u16>,
     upstream_time: Duration,
     decision: Option<Decision>,
@@ -95,6 +98,17 @@ struct RequestRecord {
     provider_configured: bool,
     /// `include_usage` was added to the forwarded request: strip it from the answer.
     strip_usage: bool,
+}
+
+impl RequestRecord {
+    /// The key id for the access log: the proxied request's usage key (not copied a second
+    /// time), or what another route set.
+    fn key_id(&self) -> Option<&str> {
+        match &self.usage_key {
+            Some((key_id, _)) => Some(key_id.as_str()),
+            None => self.key_id.as_deref(),
+        }
+    }
 }
 
 impl Gateway {
@@ -169,9 +183,12 @@ impl Gateway {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<GatewayBody> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A clone of the `Uri` shares the request line's bytes (a reference count), where
+        // `path().to_owned()` copied them into a new `String`.
+        let uri = request.uri().clone();
+        let path = uri.path();
         let mut record = RequestRecord::default();
-        let response = match (&method, path.as_str()) {
+        let response = match (&method, path) {
             (&Method::GET, "/health" | "/v1/health") => health(),
             (&Method::GET, "/metrics") => self.metrics.response(),
             (_, p) if p == "/admin" || p.starts_with("/admin/") => {
@@ -188,18 +205,19 @@ impl Gateway {
             (_, p) if p.starts_with("/v1/") => self.proxy(request, started, &mut record).await,
             _ => GatewayError::not_found(format!("no route for {method} {path}")).into_response(),
         };
-        let response = self.observe(&path, started, &record, response);
+        // Logged before `observe`, which takes the record apart for the usage row instead of
+        // copying its strings (it does not change the status).
         crate::logging::access(&crate::logging::AccessLine {
             method: method.as_str(),
-            path: &path,
+            path,
             status: response.status().as_u16(),
-            key_id: record.key_id.as_deref().unwrap_or("-"),
+            key_id: record.key_id().unwrap_or("-"),
             account: record.account.as_deref().unwrap_or("-"),
             provider: record.provider.as_deref().unwrap_or("-"),
             upstream_status: record.upstream_status.unwrap_or(0),
             latency_ms: started.elapsed().as_millis() as u64,
         });
-        response
+        self.observe(path, started, record, response)
     }
 
     async fn proxy(
@@ -230,7 +248,6 @@ impl Gateway {
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let snapshot = self.store.snapshot();
         let key = authenticate(request.headers(), &snapshot, unix_now())?;
-        record.key_id = Some(key.id.to_string());
         record.usage_key = Some((key.id.clone(), key.account_id));
         let account = snapshot.account(key.account_id).ok_or_else(|| {
             tracing::error!(key_id = %key.id, "key without account in snapshot");
@@ -264,7 +281,8 @@ impl Gateway {
         }
 
         let provider_name = chosen_provider(&request)?;
-        record.provider = Some(provider_name.to_string());
+        // Free for the built-in names; only an `X-Compresh-Provider` name is copied.
+        record.provider = Some(provider_name.clone());
         if !provider_allowed(key, &provider_name) {
             return Err(GatewayError::forbidden(
                 "provider_not_allowed",
@@ -283,12 +301,11 @@ impl Gateway {
 
         let (parts, body) = request.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
-        let model = request_model(&parts.method, &body)?;
-        record.model.clone_from(&model);
-        if !model_allowed(key, model.as_deref()) {
+        record.model = request_model(&parts.method, &body)?;
+        if !model_allowed(key, record.model.as_deref()) {
             return Err(GatewayError::forbidden(
                 "model_not_allowed",
-                match model {
+                match &record.model {
                     Some(model) => format!("this API key may not use the model '{model}'"),
                     None => "this API key is restricted to certain models; name one in \"model\""
                         .to_owned(),
@@ -299,7 +316,12 @@ impl Gateway {
         let body = self.ask_for_usage(&parts, &provider.kind, body, record);
         let upstream = self.upstreams.get(provider, &self.master_keys)?;
         let sent = Instant::now();
-        let forwarded = self.forwarder.forward(&upstream, parts, body).await;
+        // The client connection's own upstream connection (see `server.rs`), if any.
+        let affinity = parts.extensions.get::<UpstreamAffinity>().cloned();
+        let forwarded = self
+            .forwarder
+            .forward_with(affinity.as_ref(), &upstream, parts, body)
+            .await;
         record.upstream_time = sent.elapsed();
         self.metrics.observe_upstream(record.upstream_time);
         let response = forwarded.map_err(|error| {
@@ -341,7 +363,7 @@ impl Gateway {
         &self,
         path: &str,
         started: Instant,
-        record: &RequestRecord,
+        record: RequestRecord,
         response: Response<GatewayBody>,
     ) -> Response<GatewayBody> {
         let provider = record
@@ -355,18 +377,21 @@ impl Gateway {
         }
         self.metrics
             .observe_overhead(started.elapsed().saturating_sub(record.upstream_time));
-        let draft = record.usage_key.as_ref().map(|(key_id, account_id)| {
+        let rate_limited = record
+            .decision
+            .as_ref()
+            .is_some_and(|decision| !decision.allowed);
+        let draft = record.usage_key.map(|(key_id, account_id)| {
             let draft = UsageDraft {
                 at: unix_now(),
-                key_id: key_id.clone(),
-                account_id: *account_id,
-                provider: record.provider.clone().unwrap_or_else(|| "-".to_owned()),
-                model: record.model.clone(),
+                key_id,
+                account_id,
+                provider: record
+                    .provider
+                    .map_or_else(|| "-".to_owned(), Cow::into_owned),
+                model: record.model,
                 status: response.status().as_u16(),
-                rate_limited: record
-                    .decision
-                    .as_ref()
-                    .is_some_and(|decision| !decision.allowed),
+                rate_limited,
                 started,
             };
             (draft, self.usage.sink().clone())
@@ -399,10 +424,10 @@ impl Gateway {
         if declared.is_some_and(|length| length > self.body_limit as u64) {
             return Err(too_large());
         }
-        match Limited::new(body, self.body_limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(_) => Err(GatewayError::invalid_request(
+        match crate::body::read_limited(body, self.body_limit).await {
+            Ok(bytes) => Ok(bytes),
+            Err(crate::body::ReadError::TooLarge) => Err(too_large()),
+            Err(crate::body::ReadError::Body(_)) => Err(GatewayError::invalid_request(
                 "body_read_failed",
                 "the request body could not be read",
             )),
@@ -461,11 +486,13 @@ pub(crate) fn authenticate<'a>(
     snapshot: &'a compresh_store::Snapshot,
     now: i64,
 ) -> Result<&'a ApiKeyRecord, GatewayError> {
-    let key = extract_key(
+    // `x-api-key` is looked up only when `Authorization` does not carry the key: one hash and
+    // probe less for every `Bearer` request.
+    let key = extract_key_with(
         headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
-        headers.get("x-api-key").map(HeaderValue::as_bytes),
+        || headers.get(X_API_KEY).map(HeaderValue::as_bytes),
     )
     .map_err(|error| match error {
         KeyError::Missing => GatewayError::unauthenticated(
@@ -527,6 +554,9 @@ fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, Gateway
     }
     if body.is_empty() && (method == Method::GET || method == Method::DELETE) {
         return Ok(None);
+    }
+    if let Some(model) = crate::request_json::model(body) {
+        return Ok(model.map(str::to_owned));
     }
     let probe: Probe<'_> = serde_json::from_slice(body).map_err(|error| {
         GatewayError::invalid_request(

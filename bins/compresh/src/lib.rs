@@ -25,6 +25,7 @@ pub mod logging;
 pub mod master_keys;
 pub mod metrics;
 pub mod ops;
+mod request_json;
 pub mod restrictions;
 pub mod server;
 pub mod upstreams;

@@ -23,7 +23,8 @@ struct Cached {
 /// Provider row id → decrypted upstream.
 #[derive(Default)]
 pub struct UpstreamCache {
-    entries: RwLock<HashMap<i64, Cached>>,
+    /// foldhash, not SipHash: the ids are the store's row ids, never chosen by a client.
+    entries: RwLock<HashMap<i64, Cached, foldhash::fast::RandomState>>,
 }
 
 impl UpstreamCache {

@@ -24,19 +24,16 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// `anthropic-version: 2023-06-01` unless the client sent one. Everything else (user-agent,
 /// content-type, accept, openai-organization, x-stainless-*, anthropic-beta...) is kept.
 pub fn rewrite_request_headers(headers: &mut HeaderMap, upstream: &Upstream) {
-    strip_fixed_hop_by_hop(headers);
-    remove_prefixed(headers, &["proxy-", "x-compresh-"]);
-    for name in [
-        AUTHORIZATION,
-        X_API_KEY,
-        COOKIE,
-        X_SESSION_ID,
-        HOST,
-        CONTENT_LENGTH,
-    ] {
-        headers.remove(name);
+    let credential = upstream.credential();
+    let mut doomed = scan(headers, Direction::Request);
+    // `insert` below replaces every value of its name in place, so removing `Host` or the
+    // header the provider credential goes into first would only cost another hash and probe.
+    doomed.fixed &= !HOST_BIT;
+    if let Some((name, _)) = credential {
+        doomed.fixed &= !fixed_bit(name.as_str(), Direction::Request);
     }
-    if let Some((name, value)) = upstream.credential() {
+    doomed.remove_from(headers);
+    if let Some((name, value)) = credential {
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(HOST, upstream.host_header().clone());
@@ -51,48 +48,113 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, upstream: &Upstream) {
 /// Removes hop-by-hop headers, in place: `Connection` and every header it names,
 /// `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and any `Proxy-*`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_fixed_hop_by_hop(headers);
-    remove_prefixed(headers, &["proxy-"]);
+    scan(headers, Direction::Response).remove_from(headers);
 }
 
-/// Everything of [`strip_hop_by_hop`] except the `Proxy-*` scan, so that
-/// [`rewrite_request_headers`] can do all prefix removals in one pass over the names.
-fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+/// Which removal rules apply: hop-by-hop only (responses), or also the client's credentials
+/// and the gateway's own headers (requests to the provider).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// The fixed names [`scan`] looks for, one bit each (a `static`: indexing a `const` array
+/// copies all of it first).
+static FIXED: [HeaderName; 12] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    AUTHORIZATION,
+    X_API_KEY,
+    COOKIE,
+    X_SESSION_ID,
+    HOST,
+    CONTENT_LENGTH,
+];
+/// Bits of [`FIXED`] removed in both directions (the hop-by-hop headers).
+const HOP_BY_HOP_BITS: u16 = 0b11_1111;
+const CONNECTION_BIT: u16 = 1;
+const HOST_BIT: u16 = 1 << 10;
+
+/// The bit of a fixed name to remove in `direction`, or 0.
+fn fixed_bit(name: &str, direction: Direction) -> u16 {
+    // Dispatch on the length first: one string comparison per header instead of twelve.
+    let bit = match (name.len(), name) {
+        (10, "connection") => 1,
+        (10, "keep-alive") => 1 << 1,
+        (2, "te") => 1 << 2,
+        (7, "trailer") => 1 << 3,
+        (17, "transfer-encoding") => 1 << 4,
+        (7, "upgrade") => 1 << 5,
+        (13, "authorization") => 1 << 6,
+        (9, "x-api-key") => 1 << 7,
+        (6, "cookie") => 1 << 8,
+        (12, "x-session-id") => 1 << 9,
+        (4, "host") => HOST_BIT,
+        (14, "content-length") => 1 << 11,
+        _ => 0,
+    };
+    match direction {
+        Direction::Request => bit,
+        Direction::Response => bit & HOP_BY_HOP_BITS,
+    }
+}
+
+/// The headers of a map to remove: fixed names as bits, anything else (names a `Connection`
+/// header lists, `Proxy-*`, `X-Compresh-*`) in a list that stays empty, and so unallocated, in
+/// the common case.
+struct Doomed {
+    fixed: u16,
+    other: Vec<HeaderName>,
+}
+
+impl Doomed {
+    fn remove_from(self, headers: &mut HeaderMap) {
+        let mut fixed = self.fixed;
+        while fixed != 0 {
+            headers.remove(&FIXED[fixed.trailing_zeros() as usize]);
+            // Clear the lowest set bit.
+            fixed &= fixed - 1;
+        }
+        for name in self.other {
             headers.remove(name);
         }
     }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(name);
-    }
 }
 
-/// Removes every header whose (lowercase) name starts with one of `prefixes`.
-fn remove_prefixed(headers: &mut HeaderMap, prefixes: &[&str]) {
-    // An empty Vec does not allocate, so the common case (nothing to remove) is free.
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| prefixes.iter().any(|p| name.as_str().starts_with(p)))
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
+/// One pass over the names (no hashing) deciding what to remove, so that absent headers cost
+/// no `HeaderMap::remove` lookups.
+fn scan(headers: &HeaderMap, direction: Direction) -> Doomed {
+    let mut doomed = Doomed {
+        fixed: 0,
+        other: Vec::new(),
+    };
+    for name in headers.keys() {
+        let text = name.as_str();
+        let bit = fixed_bit(text, direction);
+        if bit != 0 {
+            doomed.fixed |= bit;
+        } else if text.starts_with("proxy-")
+            || (direction == Direction::Request && text.starts_with("x-compresh-"))
+        {
+            doomed.other.push(name.clone());
+        }
     }
+    if doomed.fixed & CONNECTION_BIT != 0 {
+        doomed.other.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()),
+        );
+    }
+    doomed
 }
 
 #[cfg(test)]
@@ -143,6 +205,57 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn each_fixed_name_has_its_own_bit() {
+        for (index, name) in FIXED.iter().enumerate() {
+            assert_eq!(fixed_bit(name.as_str(), Direction::Request), 1 << index);
+            let hop_by_hop = fixed_bit(name.as_str(), Direction::Response) != 0;
+            assert_eq!(hop_by_hop, HOP_BY_HOP_BITS & (1 << index) != 0, "{name}");
+        }
+        assert_eq!(FIXED[CONNECTION_BIT.trailing_zeros() as usize], CONNECTION);
+        assert_eq!(FIXED[HOST_BIT.trailing_zeros() as usize], HOST);
+        assert_eq!(fixed_bit("x-custom", Direction::Request), 0);
+    }
+
+    #[test]
+    fn responses_keep_everything_but_hop_by_hop_headers() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("x-compresh-session-id", "s"),
+            ("authorization", "x"),
+            ("content-length", "2"),
+            ("proxy-status", "p"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["authorization", "content-length", "x-compresh-session-id"]
+        );
+    }
+
+    #[test]
+    fn repeated_and_connection_named_credentials_are_replaced_once() {
+        let up = upstream(ProviderKind::OpenAi, None, Some("sk-provider"));
+        let mut h = map(&[
+            ("authorization", "Bearer comp_a"),
+            ("authorization", "Bearer comp_b"),
+            ("host", "a"),
+            ("host", "b"),
+            ("connection", "authorization, Host"),
+            ("x-stainless-lang", "python"),
+        ]);
+        rewrite_request_headers(&mut h, &up);
+        assert_eq!(h.get_all("authorization").iter().count(), 1);
+        assert_eq!(h["authorization"], "Bearer sk-provider");
+        assert_eq!(h.get_all("host").iter().count(), 1);
+        assert_eq!(h["host"], "api.openai.com");
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "host", "x-stainless-lang"]);
     }
 
     #[test]

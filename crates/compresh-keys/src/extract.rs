@@ -43,7 +43,20 @@ pub fn extract_key(
     authorization: Option<&[u8]>,
     x_api_key: Option<&[u8]>,
 ) -> Result<ApiKey, KeyError> {
-    let from_x_api_key = || match x_api_key.map(<[u8]>::trim_ascii) {
+    extract_key_with(authorization, || x_api_key)
+}
+
+/// [`extract_key`], reading `x-api-key` only when `Authorization` does not decide: a gateway
+/// then skips that header's lookup for every `Bearer` request.
+///
+/// # Errors
+///
+/// As [`extract_key`].
+pub fn extract_key_with<'a>(
+    authorization: Option<&[u8]>,
+    x_api_key: impl FnOnce() -> Option<&'a [u8]>,
+) -> Result<ApiKey, KeyError> {
+    let from_x_api_key = || match x_api_key().map(<[u8]>::trim_ascii) {
         Some(value) if !value.is_empty() => Some(ApiKey::parse_bytes(value)),
         _ => None,
     };
@@ -125,6 +138,23 @@ mod tests {
             extract(Some(&bad), Some(OTHER)),
             Err(KeyError::WrongLength { found: 31 })
         );
+    }
+
+    #[test]
+    fn x_api_key_is_read_only_when_authorization_does_not_decide() {
+        let read = std::cell::Cell::new(0);
+        let x_api_key = || {
+            read.set(read.get() + 1);
+            Some(OTHER.as_bytes())
+        };
+        let auth = format!("Bearer {KEY}");
+        let key = extract_key_with(Some(auth.as_bytes()), x_api_key).unwrap();
+        assert_eq!((key.expose_secret(), read.get()), (KEY, 0));
+        for auth in [None, Some("Basic abc"), Some("Bearer ")] {
+            let key = extract_key_with(auth.map(str::as_bytes), x_api_key).unwrap();
+            assert_eq!(key.expose_secret(), OTHER);
+        }
+        assert_eq!(read.get(), 3);
     }
 
     #[test]

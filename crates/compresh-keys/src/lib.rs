@@ -93,7 +93,7 @@ mod id;
 mod key;
 
 pub use error::KeyError;
-pub use extract::extract_key;
+pub use extract::{extract_key, extract_key_with};
 pub use id::KeyId;
 pub use key::{ApiKey, KeyHash};
 
