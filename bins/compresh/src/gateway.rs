@@ -568,6 +568,14 @@ fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, Gateway
             ),
         )
     })?;
+    // serde's derive also reads a struct from a sequence (`["gpt-4o"]`): only objects are
+    // requests.
+    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(GatewayError::invalid_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    }
     Ok(probe.model.map(Cow::into_owned))
 }
 
@@ -615,6 +623,10 @@ mod tests {
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         assert!(request_model(&Method::POST, b"").is_err());
         assert_eq!(request_model(&Method::GET, b"").unwrap(), None);
+        for not_an_object in [&b"[]"[..], b" [\"gpt-4o\"]", b"\"gpt-4o\"", b"42", b"null"] {
+            let error = request_model(&Method::POST, not_an_object).unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]
