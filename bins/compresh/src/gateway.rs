@@ -206,7 +206,8 @@ impl Gateway {
             _ => GatewayError::not_found(format!("no route for {method} {path}")).into_response(),
         };
         // Logged before `observe`, which takes the record apart for the usage row instead of
-        // copying its strings (it does not change the status).
+        // copying its strings (it does not change the status). One clock reading for both.
+        let elapsed = started.elapsed();
         crate::logging::access(&crate::logging::AccessLine {
             method: method.as_str(),
             path,
@@ -215,9 +216,9 @@ impl Gateway {
             account: record.account.as_deref().unwrap_or("-"),
             provider: record.provider.as_deref().unwrap_or("-"),
             upstream_status: record.upstream_status.unwrap_or(0),
-            latency_ms: started.elapsed().as_millis() as u64,
+            latency_ms: elapsed.as_millis() as u64,
         });
-        self.observe(path, started, record, response)
+        self.observe(path, started, elapsed, record, response)
     }
 
     async fn proxy(
@@ -226,8 +227,13 @@ impl Gateway {
         started: Instant,
         record: &mut RequestRecord,
     ) -> Response<GatewayBody> {
-        let session_id = session_id(request.headers());
-        let mut response = match self.authorise_and_forward(request, record).await {
+        let (client_session, provider_header) = optional_headers(request.headers());
+        let session_id = session_id_from(client_session);
+        let provider_header = provider_header.cloned();
+        let mut response = match self
+            .authorise_and_forward(request, provider_header, record)
+            .await
+        {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
@@ -237,13 +243,14 @@ impl Gateway {
         }
         headers.insert(SESSION_ID_OUT, session_id);
         let overhead = started.elapsed().saturating_sub(record.upstream_time);
-        headers.insert(OVERHEAD_OUT, HeaderValue::from(overhead.as_millis() as u64));
+        headers.insert(OVERHEAD_OUT, millis_value(overhead.as_millis() as u64));
         response
     }
 
     async fn authorise_and_forward(
         &self,
         request: Request<Incoming>,
+        provider_header: Option<HeaderValue>,
         record: &mut RequestRecord,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let snapshot = self.store.snapshot();
@@ -280,7 +287,7 @@ impl Gateway {
             ));
         }
 
-        let provider_name = chosen_provider(&request)?;
+        let provider_name = chosen_provider(provider_header.as_ref(), request.uri().path())?;
         // Free for the built-in names; only an `X-Compresh-Provider` name is copied.
         record.provider = Some(provider_name.clone());
         if !provider_allowed(key, &provider_name) {
@@ -363,6 +370,7 @@ impl Gateway {
         &self,
         path: &str,
         started: Instant,
+        elapsed: Duration,
         record: RequestRecord,
         response: Response<GatewayBody>,
     ) -> Response<GatewayBody> {
@@ -376,7 +384,7 @@ impl Gateway {
             return response;
         }
         self.metrics
-            .observe_overhead(started.elapsed().saturating_sub(record.upstream_time));
+            .observe_overhead(elapsed.saturating_sub(record.upstream_time));
         let rate_limited = record
             .decision
             .as_ref()
@@ -449,31 +457,136 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Deci
     let remaining = decision.remaining();
     let reset_after = decision.reset_after();
     let reset_in = reset_after.as_secs() + u64::from(reset_after.subsec_nanos() > 0);
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
-    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(decision.reset()));
-    // Written without `format!` (its machinery was most of this function's cost). Digits and
-    // ASCII punctuation only: always a valid header value.
-    let text = |parts: [(&[u8], u64); 2]| {
-        let mut text = Vec::with_capacity(40);
-        for (prefix, number) in parts {
-            text.extend_from_slice(prefix);
-            crate::logging::push_u64(&mut text, number);
-        }
-        HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
-    };
-    if let Some(value) = text([
-        (b"\"default\";q=", limit.into()),
-        (b";w=", decision.window_secs()),
-    ]) {
-        headers.insert(RATELIMIT_POLICY, value);
-    }
-    if let Some(value) = text([(b"\"default\";r=", remaining.into()), (b";t=", reset_in)]) {
-        headers.insert(RATELIMIT, value);
-    }
+    let reset = decision.reset();
+    // `x-ratelimit-limit` and `ratelimit-policy` depend only on the policy and
+    // `x-ratelimit-reset` changes about once a second: each was an allocation and a formatting
+    // per response, now a reference-count increment while this thread's last value still
+    // holds.
+    let (limit_value, policy_value, reset_value) = RATE_LIMIT_VALUES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let window = decision.window_secs();
+        let policy = match &cache.policy {
+            Some((key, limit_value, policy_value)) if *key == (limit, window) => {
+                (limit_value.clone(), policy_value.clone())
+            }
+            _ => {
+                let mut text = TextValue::new();
+                text.push(b"\"default\";q=");
+                text.push_u64(limit.into());
+                text.push(b";w=");
+                text.push_u64(window);
+                let policy_value = text.into_value();
+                let limit_value = HeaderValue::from(limit);
+                cache.policy = Some(((limit, window), limit_value.clone(), policy_value.clone()));
+                (limit_value, policy_value)
+            }
+        };
+        let reset_value = match &cache.reset {
+            Some((secs, value)) if *secs == reset => value.clone(),
+            _ => {
+                let value = HeaderValue::from(reset);
+                cache.reset = Some((reset, value.clone()));
+                value
+            }
+        };
+        (policy.0, policy.1, reset_value)
+    });
+    // `"default";r=<remaining>;t=<reset_in>` holds the digits of `x-ratelimit-remaining`: both
+    // values share one buffer (one allocation instead of two).
+    let mut text = TextValue::new();
+    text.push(b"\"default\";r=");
+    let digits_at = text.len;
+    text.push_u64(remaining.into());
+    let digits_end = text.len;
+    text.push(b";t=");
+    text.push_u64(reset_in);
+    let (ratelimit_value, remaining_value) = text.into_values(digits_at..digits_end);
+    headers.insert(X_RATELIMIT_LIMIT, limit_value);
+    headers.insert(X_RATELIMIT_REMAINING, remaining_value);
+    headers.insert(X_RATELIMIT_RESET, reset_value);
+    headers.insert(RATELIMIT_POLICY, policy_value);
+    headers.insert(RATELIMIT, ratelimit_value);
     if let Some(secs) = decision.retry_after_secs() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+}
+
+/// `ms` as a header value; below 100 (nearly always, for the gateway's own time) a static
+/// one, which costs no allocation.
+fn millis_value(ms: u64) -> HeaderValue {
+    /// `"00" "01" … "99"`, from which the digits of 0..100 are sliced.
+    static PAIRS: [u8; 200] = crate::logging::DIGIT_PAIRS;
+    let digits: &'static [u8] = match ms {
+        0..=9 => &PAIRS[2 * ms as usize + 1..][..1],
+        10..=99 => &PAIRS[2 * ms as usize..][..2],
+        _ => return HeaderValue::from(ms),
+    };
+    // Digits only: always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from_static(digits))
+        .unwrap_or_else(|_| HeaderValue::from(ms))
+}
+
+/// This thread's last policy-only values (keyed by limit and window) and `x-ratelimit-reset`
+/// value (keyed by its Unix second), see [`insert_rate_limit_headers`].
+#[derive(Default)]
+struct RateLimitValues {
+    policy: Option<((u32, u64), HeaderValue, HeaderValue)>,
+    reset: Option<(u64, HeaderValue)>,
+}
+
+thread_local! {
+    static RATE_LIMIT_VALUES: std::cell::RefCell<RateLimitValues> =
+        std::cell::RefCell::new(RateLimitValues::default());
+}
+
+/// A short header value (digits and ASCII punctuation) built in place: turned into a `Bytes`
+/// that owns it (one allocation, no copy), whose slices are further values sharing it.
+struct TextValue {
+    /// The longest value written: `"default";r=` (12), a `u32` (10), `;t=` (3), a `u64` (20);
+    /// `push` panics beyond, which these fixed formats cannot reach.
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl AsRef<[u8]> for TextValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl TextValue {
+    fn new() -> Self {
+        Self {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, text: &[u8]) {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+        self.len += text.len();
+    }
+
+    fn push_u64(&mut self, value: u64) {
+        let mut digits = [0; 20];
+        self.push(crate::logging::u64_digits(&mut digits, value));
+    }
+
+    fn into_value(self) -> HeaderValue {
+        header_value(Bytes::from_owner(self))
+    }
+
+    /// The whole text, and its `part`.
+    fn into_values(self, part: std::ops::Range<usize>) -> (HeaderValue, HeaderValue) {
+        let bytes = Bytes::from_owner(self);
+        let part = bytes.slice(part);
+        (header_value(bytes), header_value(part))
+    }
+}
+
+/// Digits and ASCII punctuation only (what [`TextValue`] holds): always a valid header value.
+fn header_value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static(""))
 }
 
 fn health() -> Response<GatewayBody> {
@@ -525,8 +638,27 @@ pub(crate) fn authenticate<'a>(
     Ok(record)
 }
 
-fn chosen_provider(request: &Request<Incoming>) -> Result<Cow<'static, str>, GatewayError> {
-    if let Some(value) = request.headers().get(PROVIDER_HEADER) {
+/// The client's `X-Session-Id` and `X-Compresh-Provider`, found in one pass over the request
+/// headers: most requests carry neither, and looking up an absent name hashes it byte by byte
+/// (two lookups cost more than comparing the names of a request's few headers).
+fn optional_headers(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
+    let (mut session, mut provider) = (None, None);
+    // The first value of a name comes first, as `get` returns it.
+    for (name, value) in headers {
+        if *name == SESSION_HEADER {
+            session = session.or(Some(value));
+        } else if *name == PROVIDER_HEADER {
+            provider = provider.or(Some(value));
+        }
+    }
+    (session, provider)
+}
+
+fn chosen_provider(
+    provider_header: Option<&HeaderValue>,
+    path: &str,
+) -> Result<Cow<'static, str>, GatewayError> {
+    if let Some(value) = provider_header {
         let name = value.to_str().map_err(|_| {
             GatewayError::invalid_request(
                 "invalid_provider_header",
@@ -535,7 +667,6 @@ fn chosen_provider(request: &Request<Incoming>) -> Result<Cow<'static, str>, Gat
         })?;
         return Ok(Cow::Owned(name.trim().to_owned()));
     }
-    let path = request.uri().path();
     Ok(Cow::Borrowed(
         if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             "anthropic"
@@ -580,8 +711,12 @@ fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, Gateway
 }
 
 pub(crate) fn session_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(SESSION_HEADER)
+    session_id_from(headers.get(SESSION_HEADER))
+}
+
+/// The client's session id if it sent a usable one, else a new random one.
+fn session_id_from(client: Option<&HeaderValue>) -> HeaderValue {
+    client
         .filter(|value| !value.is_empty() && value.len() <= 128)
         .cloned()
         .unwrap_or_else(|| {
@@ -637,26 +772,60 @@ mod tests {
 
     #[test]
     fn rate_limit_headers_match_the_decision() {
-        let policy =
+        let per_minute =
             compresh_ratelimit::Policy::per_minute(std::num::NonZeroU32::new(2_000).unwrap());
-        for (allowed, reset_after) in [
-            (true, Duration::from_millis(30)),
-            (true, Duration::from_secs(2)),
-            (false, Duration::new(59, 1)),
-        ] {
-            let decision = Decision::new(
-                allowed,
-                &policy,
-                reset_after,
-                Duration::from_secs(1_700_000_000),
-            );
-            let mut headers = HeaderMap::new();
-            insert_rate_limit_headers(&mut headers, &decision);
-            let expected = decision.headers();
-            assert_eq!(headers.len(), expected.len());
-            for (name, value) in expected {
-                assert_eq!(headers[name], value, "{name}");
+        let other = compresh_ratelimit::Policy::new(
+            std::num::NonZeroU32::new(u32::MAX).unwrap(),
+            Duration::from_millis(3_600_500),
+        )
+        .unwrap();
+        // Policies and seconds alternate, repeat and change, so this thread's cached values are
+        // both reused and replaced.
+        let same_limit_longer = compresh_ratelimit::Policy::new(
+            std::num::NonZeroU32::new(2_000).unwrap(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+        for policy in [per_minute, per_minute, other, per_minute, same_limit_longer] {
+            for (allowed, reset_after, unix_now) in [
+                (
+                    true,
+                    Duration::from_millis(30),
+                    Duration::from_secs(1_700_000_000),
+                ),
+                (
+                    true,
+                    Duration::from_millis(30),
+                    Duration::from_secs(1_700_000_000),
+                ),
+                (
+                    true,
+                    Duration::from_secs(2),
+                    Duration::new(1_700_000_000, 5),
+                ),
+                (
+                    false,
+                    Duration::new(59, 1),
+                    Duration::from_secs(1_700_000_001),
+                ),
+                (true, Duration::ZERO, Duration::from_secs(u64::MAX / 2)),
+            ] {
+                let decision = Decision::new(allowed, &policy, reset_after, unix_now);
+                let mut headers = HeaderMap::new();
+                insert_rate_limit_headers(&mut headers, &decision);
+                let expected = decision.headers();
+                assert_eq!(headers.len(), expected.len());
+                for (name, value) in expected {
+                    assert_eq!(headers[name], value, "{name}");
+                }
             }
+        }
+    }
+
+    #[test]
+    fn overhead_values_are_the_decimal_millis() {
+        for ms in (0..=1_000).chain([u64::MAX]) {
+            assert_eq!(millis_value(ms), HeaderValue::from(ms), "{ms}");
         }
     }
 
@@ -673,5 +842,32 @@ mod tests {
         assert_ne!(session_id(&headers), generated);
         headers.insert(SESSION_HEADER, HeaderValue::from_static("abc"));
         assert_eq!(session_id(&headers), "abc");
+    }
+
+    #[test]
+    fn optional_headers_are_the_first_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+        headers.insert("x-stainless-lang", HeaderValue::from_static("python"));
+        assert_eq!(optional_headers(&headers), (None, None));
+        headers.append(PROVIDER_HEADER, HeaderValue::from_static("local"));
+        headers.append(PROVIDER_HEADER, HeaderValue::from_static("other"));
+        headers.append(SESSION_HEADER, HeaderValue::from_static("s1"));
+        headers.append(SESSION_HEADER, HeaderValue::from_static("s2"));
+        let (session, provider) = optional_headers(&headers);
+        assert_eq!(session, headers.get(SESSION_HEADER));
+        assert_eq!(provider, headers.get(PROVIDER_HEADER));
+        assert_eq!(session.unwrap(), "s1");
+        assert_eq!(provider.unwrap(), "local");
+        assert_eq!(chosen_provider(provider, "/v1/messages").unwrap(), "local");
+        assert_eq!(chosen_provider(None, "/v1/messages").unwrap(), "anthropic");
+        assert_eq!(
+            chosen_provider(None, "/v1/messages/batches").unwrap(),
+            "anthropic"
+        );
+        assert_eq!(
+            chosen_provider(None, "/v1/chat/completions").unwrap(),
+            "openai"
+        );
     }
 }

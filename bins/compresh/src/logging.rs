@@ -176,10 +176,15 @@ impl AccessLine<'_> {
 }
 
 /// Decimal digits of `value` (what `{value}` writes), without `core::fmt`.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(u64_digits(&mut digits, value));
+}
+
+/// Decimal digits of `value`, written at the end of `digits` (20 digits hold any `u64`).
+pub(crate) fn u64_digits(digits: &mut [u8; 20], mut value: u64) -> &[u8] {
     // Two digits per division (a 10-digit unix time took ~130 instructions one at a time;
     // every response carries several such numbers).
-    let mut digits = [0u8; 20];
     let mut at = digits.len();
     while value >= 100 {
         let pair = (value % 100) as usize * 2;
@@ -195,11 +200,11 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
         at -= 1;
         digits[at] = b'0' + value as u8;
     }
-    out.extend_from_slice(&digits[at..]);
+    &digits[at..]
 }
 
 /// `"00" "01" … "99"`: the decimal digits of 0..100, two bytes each.
-const DIGIT_PAIRS: [u8; 200] = {
+pub(crate) const DIGIT_PAIRS: [u8; 200] = {
     let mut pairs = [0u8; 200];
     let mut i = 0;
     while i < 100 {
@@ -288,16 +293,40 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
 
 /// `{:?}` of a string (what the text format writes for `&str` fields): quoted, escaped.
 fn push_debug_str(out: &mut Vec<u8>, value: &str) {
-    let plain = value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if plain {
+    if is_plain(value.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
     } else {
         let _ = write!(out, "{value:?}");
     }
+}
+
+/// Whether `bytes` are printable ASCII without `"` and `\` (which `{:?}` writes unchanged).
+/// Eight bytes per step (three fields of every access line go through it); the word tests
+/// never miss such a byte, and a false alarm would only send the string to `{:?}`, which
+/// writes a plain string unchanged anyway.
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    let plain_byte = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut array = [0; 8];
+        array.copy_from_slice(word);
+        let x = u64::from_le_bytes(array);
+        // Bit twiddling hacks: a byte below 0x20, above 0x7e, equal to `"` or to `\`.
+        let below = x.wrapping_sub(ONES * 0x20) & !x;
+        // 0x7f + 1 sets the high bit; bytes from 0x80 have it in `x` already.
+        let above = x.wrapping_add(ONES) | x;
+        let has_zero = |y: u64| y.wrapping_sub(ONES) & !y;
+        let quote = has_zero(x ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(x ^ (ONES * u64::from(b'\\')));
+        if (below | above | quote | backslash) & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(plain_byte)
 }
 
 /// A JSON string, escaped as serde_json (which the JSON format uses) escapes it.
@@ -489,6 +518,22 @@ impl<'a> MakeWriter<'a> for BackgroundWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_plain_matches_the_byte_rule() {
+        let plain_byte = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+        for len in [1, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'k'; len];
+                    text[at] = byte;
+                    assert_eq!(is_plain(&text), plain_byte(byte), "{len} {at} {byte}");
+                }
+            }
+        }
+        assert!(is_plain(b""));
+        assert!(is_plain(b"key_0123456789abcdef acme-corp (prod) ~!"));
+    }
 
     #[test]
     fn push_u64_writes_what_display_writes() {

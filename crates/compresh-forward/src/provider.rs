@@ -99,7 +99,21 @@ struct UpstreamInner {
     path_prefix: String,
     host: HeaderValue,
     credential: Option<(HeaderName, HeaderValue)>,
+    /// The targets of [`COMMON_PATHS`], built once: cloning one is two reference-count
+    /// increments where building it allocated and parsed per request.
+    common: Vec<(&'static str, Uri)>,
 }
+
+/// Client paths (after `/v1/`, without a query) that SDKs send most, whose targets every
+/// [`Upstream`] pre-builds.
+const COMMON_PATHS: [&str; 6] = [
+    "chat/completions",
+    "messages",
+    "models",
+    "embeddings",
+    "completions",
+    "responses",
+];
 
 impl Upstream {
     /// Validates and pre-parses a provider configuration.
@@ -175,6 +189,13 @@ impl Upstream {
         };
         drop(secret);
 
+        let common = COMMON_PATHS
+            .iter()
+            .filter_map(|rest| {
+                let uri = build_target(&scheme, &authority, &path_prefix, rest).ok()?;
+                Some((*rest, uri))
+            })
+            .collect();
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 name: name.to_owned(),
@@ -185,6 +206,7 @@ impl Upstream {
                 path_prefix,
                 host,
                 credential,
+                common,
             }),
         })
     }
@@ -223,23 +245,17 @@ impl Upstream {
         let rest = client_path_and_query
             .strip_prefix("/v1/")
             .ok_or(ForwardError::InvalidPath)?;
+        let inner = &self.inner;
+        if let Some((_, uri)) = inner.common.iter().find(|(common, _)| *common == rest) {
+            return Ok(uri.clone());
+        }
         let path = rest.split_once('?').map_or(rest, |(path, _)| path);
         // Dot segments would let a client climb out of the base path (e.g. a gateway base of
         // `https://host/team-a/v1`); upstream servers normalise them, so refuse them here.
         if path.split('/').any(is_dot_segment) {
             return Err(ForwardError::InvalidPath);
         }
-        let inner = &self.inner;
-        let mut path_and_query = String::with_capacity(inner.path_prefix.len() + 1 + rest.len());
-        path_and_query.push_str(&inner.path_prefix);
-        path_and_query.push('/');
-        path_and_query.push_str(rest);
-        Uri::builder()
-            .scheme(inner.scheme.clone())
-            .authority(inner.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ForwardError::InvalidPath)
+        build_target(&inner.scheme, &inner.authority, &inner.path_prefix, rest)
     }
 
     /// The `Host` header value (the base URL's authority).
@@ -279,6 +295,26 @@ impl fmt::Debug for Upstream {
             )
             .finish()
     }
+}
+
+/// `<scheme>://<authority><path_prefix>/<rest>` (`rest`: the client's path and query after
+/// `/v1/`).
+fn build_target(
+    scheme: &Scheme,
+    authority: &Authority,
+    path_prefix: &str,
+    rest: &str,
+) -> Result<Uri, ForwardError> {
+    let mut path_and_query = String::with_capacity(path_prefix.len() + 1 + rest.len());
+    path_and_query.push_str(path_prefix);
+    path_and_query.push('/');
+    path_and_query.push_str(rest);
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ForwardError::InvalidPath)
 }
 
 /// Builds a sensitive header value from parts, zeroizing the temporary buffer.
@@ -397,6 +433,38 @@ mod tests {
         assert_eq!(
             target(&up, "/v1/embeddings"),
             "https://llm.example.com/embeddings"
+        );
+    }
+
+    #[test]
+    fn prebuilt_targets_match_built_ones() {
+        let upstreams = [
+            Upstream::new("oa", ProviderKind::OpenAi, None, secret("k")).unwrap(),
+            Upstream::new("an", ProviderKind::Anthropic, None, secret("k")).unwrap(),
+            Upstream::new(
+                "c",
+                ProviderKind::OpenAiCompatible,
+                Some("http://127.0.0.1:9/team/v1/"),
+                None,
+            )
+            .unwrap(),
+        ];
+        for up in &upstreams {
+            assert_eq!(up.inner.common.len(), COMMON_PATHS.len());
+            for rest in COMMON_PATHS {
+                let inner = &up.inner;
+                let built = build_target(&inner.scheme, &inner.authority, &inner.path_prefix, rest)
+                    .unwrap();
+                assert_eq!(up.target_uri(&format!("/v1/{rest}")).unwrap(), built);
+            }
+        }
+        assert_eq!(
+            target(&upstreams[2], "/v1/chat/completions"),
+            "http://127.0.0.1:9/team/v1/chat/completions"
+        );
+        assert_eq!(
+            target(&upstreams[1], "/v1/messages"),
+            "https://api.anthropic.com/v1/messages"
         );
     }
 
