@@ -57,6 +57,22 @@ fn post(path: &str) -> Parts {
     http::Request::post(path).body(()).unwrap().into_parts().0
 }
 
+/// `GET /v1/models` through `forwarder` on `connection`'s affinity.
+async fn models(
+    forwarder: &Forwarder,
+    connection: &Connection,
+    upstream: &Upstream,
+) -> Result<http::Response<Incoming>, ForwardError> {
+    forwarder
+        .forward_with(
+            Some(&connection.affinity),
+            upstream,
+            get("/v1/models"),
+            Bytes::new(),
+        )
+        .await
+}
+
 async fn body_bytes(response: http::Response<Incoming>) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
 }
@@ -123,15 +139,7 @@ async fn two_client_connections_get_two_upstream_connections() {
     let (a, b) = (Connection::open(), Connection::open());
     for _ in 0..3 {
         for connection in [&a, &b] {
-            let response = fwd
-                .forward_with(
-                    Some(&connection.affinity),
-                    &up,
-                    get("/v1/models"),
-                    Bytes::new(),
-                )
-                .await
-                .unwrap();
+            let response = models(&fwd, connection, &up).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             body_bytes(response).await;
         }
@@ -157,15 +165,7 @@ async fn a_provider_that_closes_the_connection_gets_a_new_one() {
         });
     }
     for _ in 0..3 {
-        let response = forwarder()
-            .forward_with(
-                Some(&connection.affinity),
-                &up,
-                get("/v1/models"),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        let response = models(&forwarder(), &connection, &up).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         // `connection` is hop-by-hop: stripped on the affine path too.
         assert!(response.headers().get("connection").is_none());
@@ -378,15 +378,7 @@ async fn silent_provider_is_504_and_the_connection_is_dropped() {
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(mock.wait_connections_open(0, WAIT).await);
     // The next request of the same client connection works (on a new connection).
-    let response = fwd
-        .forward_with(
-            Some(&connection.affinity),
-            &openai(&mock),
-            get("/v1/models"),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let response = models(&fwd, &connection, &openai(&mock)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     connection.close().await;
 }
@@ -446,15 +438,7 @@ async fn dropping_the_body_mid_stream_closes_the_upstream_and_the_next_request_w
     assert!(gate.wait_closed(WAIT).await, "upstream stream not closed");
     assert!(mock.wait_connections_open(0, WAIT).await);
 
-    let response = forwarder()
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            get("/v1/models"),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let response = models(&forwarder(), &connection, &up).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     body_bytes(response).await;
     assert_eq!(mock.connections_accepted(), 2);
@@ -469,13 +453,7 @@ async fn https_upstreams_use_the_pool() {
     let mock = MockProvider::start().await;
     let connection = Connection::open();
     let base = format!("{}/v1", mock.base_url().replace("http://", "https://"));
-    let err = forwarder()
-        .forward_with(
-            Some(&connection.affinity),
-            &compatible(&base),
-            get("/v1/models"),
-            Bytes::new(),
-        )
+    let err = models(&forwarder(), &connection, &compatible(&base))
         .await
         .unwrap_err();
     assert!(
@@ -506,29 +484,13 @@ async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
     let up = openai(&mock);
     let fwd = short_idle_forwarder(Duration::from_millis(100));
     let connection = Connection::open();
-    let response = fwd
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            get("/v1/models"),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let response = models(&fwd, &connection, &up).await.unwrap();
     body_bytes(response).await;
     // The client connection stays open; its idle upstream connection does not.
     assert!(mock.wait_connections_open(0, WAIT).await);
     assert!(format!("{:?}", connection.affinity).contains("empty"));
 
-    let response = fwd
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            get("/v1/models"),
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+    let response = models(&fwd, &connection, &up).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     body_bytes(response).await;
     assert_eq!(mock.connections_accepted(), 2);
