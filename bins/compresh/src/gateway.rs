@@ -306,7 +306,7 @@ impl Gateway {
             })?;
         record.provider_configured = true;
 
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
         record.model = request_model(&parts.method, &body)?;
         if !model_allowed(key, record.model.as_deref()) {
@@ -324,7 +324,8 @@ impl Gateway {
         let upstream = self.upstreams.get(provider, &self.master_keys)?;
         let sent = Instant::now();
         // The client connection's own upstream connection (see `server.rs`), if any.
-        let affinity = parts.extensions.get::<UpstreamAffinity>().cloned();
+        // Taken out, not cloned: the forwarded request carries none of the client's extensions.
+        let affinity = parts.extensions.remove::<UpstreamAffinity>();
         let forwarded = self
             .forwarder
             .forward_with(affinity.as_ref(), &upstream, parts, body)

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 mod common;
 
-use common::{chat_body, read_exactly, WAIT};
+use common::{assert_unreachable, chat_body, read_exactly, WAIT};
 
 fn forwarder() -> Forwarder {
     Forwarder::new(ForwardConfig::default()).unwrap()
@@ -55,6 +55,34 @@ fn get(path: &str) -> Parts {
 
 fn post(path: &str) -> Parts {
     http::Request::post(path).body(()).unwrap().into_parts().0
+}
+
+/// Starts a stream on `connection`'s affinity that the mock holds open after its first chunk
+/// (until `gate` opens); returns the gate and the body with that chunk already read.
+async fn gated_stream(
+    forwarder: &Forwarder,
+    connection: &Connection,
+    upstream: &Upstream,
+    mock: &MockProvider,
+) -> (Gate, Incoming) {
+    let gate = Gate::new();
+    let first = Bytes::from_static(b"data: {\"n\":1}\n\n");
+    mock.enqueue(MockResponse::GatedStream {
+        chunks: vec![first.clone(), Bytes::from_static(b"data: [DONE]\n\n")],
+        gate: gate.clone(),
+    });
+    let mut body = forwarder
+        .forward_with(
+            Some(&connection.affinity),
+            upstream,
+            post("/v1/chat/completions"),
+            chat_body(true),
+        )
+        .await
+        .unwrap()
+        .into_body();
+    read_exactly(&mut body, &first).await;
+    (gate, body)
 }
 
 /// `GET /v1/models` through `forwarder` on `connection`'s affinity.
@@ -282,23 +310,7 @@ async fn a_busy_connection_is_not_waited_for_the_pool_takes_the_request() {
     let up = openai(&mock);
     let fwd = forwarder();
     let connection = Connection::open();
-    let gate = Gate::new();
-    let first = Bytes::from_static(b"data: {\"n\":1}\n\n");
-    mock.enqueue(MockResponse::GatedStream {
-        chunks: vec![first.clone(), Bytes::from_static(b"data: [DONE]\n\n")],
-        gate: gate.clone(),
-    });
-    let streaming = fwd
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            post("/v1/chat/completions"),
-            chat_body(true),
-        )
-        .await
-        .unwrap();
-    let mut stream = streaming.into_body();
-    read_exactly(&mut stream, &first).await;
+    let (gate, mut stream) = gated_stream(&fwd, &connection, &up, &mock).await;
 
     // Like a second stream of an HTTP/2 client connection: the affine connection is busy.
     let response = tokio::time::timeout(
@@ -338,15 +350,7 @@ async fn refused_connection_is_503_unreachable() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ForwardError::Unreachable { provider, reason: UnreachableReason::Refused }
-                if provider == "local"
-        ),
-        "{err:?}"
-    );
-    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_unreachable(&err, Some("local"), UnreachableReason::Refused);
     // The failed connect left the slot free: a later request connects again.
     assert!(format!("{:?}", connection.affinity).contains("empty"));
     connection.close().await;
@@ -417,23 +421,7 @@ async fn dropping_the_body_mid_stream_closes_the_upstream_and_the_next_request_w
     let mock = MockProvider::start().await;
     let up = openai(&mock);
     let connection = Connection::open();
-    let gate = Gate::new();
-    let first = Bytes::from_static(b"data: {\"n\":1}\n\n");
-    mock.enqueue(MockResponse::GatedStream {
-        chunks: vec![first.clone(), Bytes::from_static(b"data: [DONE]\n\n")],
-        gate: gate.clone(),
-    });
-    let response = forwarder()
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            post("/v1/chat/completions"),
-            chat_body(true),
-        )
-        .await
-        .unwrap();
-    let mut body = response.into_body();
-    read_exactly(&mut body, &first).await;
+    let (gate, body) = gated_stream(&forwarder(), &connection, &up, &mock).await;
     drop(body);
     assert!(gate.wait_closed(WAIT).await, "upstream stream not closed");
     assert!(mock.wait_connections_open(0, WAIT).await);
@@ -503,23 +491,7 @@ async fn a_stream_longer_than_the_idle_timeout_is_not_cut() {
     let up = openai(&mock);
     let fwd = short_idle_forwarder(Duration::from_millis(20));
     let connection = Connection::open();
-    let gate = Gate::new();
-    let first = Bytes::from_static(b"data: {\"n\":1}\n\n");
-    mock.enqueue(MockResponse::GatedStream {
-        chunks: vec![first.clone(), Bytes::from_static(b"data: [DONE]\n\n")],
-        gate: gate.clone(),
-    });
-    let response = fwd
-        .forward_with(
-            Some(&connection.affinity),
-            &up,
-            post("/v1/chat/completions"),
-            chat_body(true),
-        )
-        .await
-        .unwrap();
-    let mut body = response.into_body();
-    read_exactly(&mut body, &first).await;
+    let (gate, mut body) = gated_stream(&fwd, &connection, &up, &mock).await;
     // Many idle periods pass while the stream waits (not a timing assertion: any length works).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!gate.is_closed(), "the idle timer closed a busy connection");

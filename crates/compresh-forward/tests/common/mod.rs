@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use compresh_forward::{ForwardError, UnreachableReason};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -30,4 +32,21 @@ pub async fn read_exactly(body: &mut Incoming, expected: &[u8]) {
         }
     }
     assert_eq!(got, expected);
+}
+
+/// Asserts that `err` is a 503 `Unreachable` for `reason`, and for `provider` when one is given.
+pub fn assert_unreachable(err: &ForwardError, provider: Option<&str>, reason: UnreachableReason) {
+    match err {
+        ForwardError::Unreachable {
+            provider: actual_provider,
+            reason: actual_reason,
+        } => {
+            assert_eq!(*actual_reason, reason, "{err:?}");
+            if let Some(provider) = provider {
+                assert_eq!(actual_provider, provider, "{err:?}");
+            }
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
