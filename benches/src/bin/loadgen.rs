@@ -75,6 +75,11 @@ struct Args {
     /// Label printed first on the result line.
     #[arg(long, default_value = "run")]
     label: String,
+    /// Also write every measured request to FILE, one line each: its scheduled send time (µs
+    /// after the schedule's start) and its latency (µs), in scheduled order. For finding out
+    /// *when* the slow requests happen (`benches/stalls.py`).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
 }
 
 /// Where requests go and what they look like.
@@ -94,6 +99,8 @@ struct Tally {
     ok: u64,
     errors: u64,
     last_done: Option<Instant>,
+    /// (scheduled, latency) of each measured request, when `--trace` asks for them.
+    trace: Option<Vec<(Instant, Duration)>>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -261,8 +268,12 @@ async fn worker(
     measure_from: Instant,
     stop_at: Instant,
     stop: Arc<AtomicBool>,
+    trace: bool,
 ) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        trace: trace.then(Vec::new),
+        ..Tally::default()
+    };
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     loop {
         // Open loop: the scheduled time of the next request; closed loop: now.
@@ -317,7 +328,11 @@ async fn worker(
             Ok(Ok(timing)) => {
                 if measured {
                     tally.ok += 1;
-                    tally.latency.record(timing.done.duration_since(scheduled));
+                    let latency = timing.done.duration_since(scheduled);
+                    tally.latency.record(latency);
+                    if let Some(trace) = &mut tally.trace {
+                        trace.push((scheduled, latency));
+                    }
                     tally
                         .ttfb
                         .record(timing.first_byte.duration_since(scheduled));
@@ -341,6 +356,28 @@ async fn worker(
         }
     }
     tally
+}
+
+/// `--trace`: the measured requests in scheduled order, `<scheduled µs> <latency µs>` a line.
+fn write_trace(
+    path: &std::path::Path,
+    start: Instant,
+    trace: &mut [(Instant, Duration)],
+) -> Result<(), String> {
+    trace.sort_unstable_by_key(|(scheduled, _)| *scheduled);
+    let mut out = String::with_capacity(trace.len() * 16);
+    for (scheduled, latency) in trace.iter() {
+        // Writing into a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "{} {}\n",
+                scheduled.duration_since(start).as_micros(),
+                latency.as_micros()
+            ),
+        );
+    }
+    std::fs::write(path, out).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 async fn run(args: &Args, target: Arc<Target>) -> Result<String, String> {
@@ -388,10 +425,14 @@ async fn run(args: &Args, target: Arc<Target>) -> Result<String, String> {
                 measure_from,
                 stop_at,
                 Arc::clone(&stop),
+                args.trace.is_some(),
             ))
         })
         .collect();
-    let mut total = Tally::default();
+    let mut total = Tally {
+        trace: args.trace.as_ref().map(|_| Vec::new()),
+        ..Tally::default()
+    };
     for worker in workers {
         let tally = worker.await.map_err(|e| format!("worker failed: {e}"))?;
         total.latency.merge(&tally.latency);
@@ -399,6 +440,9 @@ async fn run(args: &Args, target: Arc<Target>) -> Result<String, String> {
         total.ok += tally.ok;
         total.errors += tally.errors;
         total.last_done = total.last_done.max(tally.last_done);
+        if let (Some(all), Some(trace)) = (&mut total.trace, tally.trace) {
+            all.extend(trace);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     // Requests still queued when the drain grace ran out were never answered: errors.
@@ -416,6 +460,9 @@ async fn run(args: &Args, target: Arc<Target>) -> Result<String, String> {
         let _ = scheduler.join();
     }
     total.errors += unsent;
+    if let (Some(path), Some(trace)) = (&args.trace, &mut total.trace) {
+        write_trace(path, start, trace)?;
+    }
 
     // Achieved rate: answers over the measured window (to the last answer, if later).
     let window = total.last_done.map_or(duration, |last| {

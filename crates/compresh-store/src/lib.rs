@@ -47,7 +47,9 @@
 //!   under a read lock. Every [`Store`] method that changes accounts, keys or
 //!   provider keys reloads the snapshot before returning, so the very next
 //!   request sees the change. Usage writes ([`Store::record_usage`],
-//!   [`Store::touch_keys`]) never reload.
+//!   [`Store::touch_keys`]) never reload; a background writer that shares
+//!   the CPUs with a latency-sensitive server can use
+//!   [`Store::record_usage_paced`] to give the CPU up every few rows.
 //! - **Changes from other processes within a second.** `open` starts a
 //!   watcher thread with its own connection that polls
 //!   `PRAGMA data_version` (default every 200 ms) and reloads when the file

@@ -483,6 +483,26 @@ impl Store {
     /// [`StoreError::Locked`] or [`StoreError::Sqlite`]; nothing is written
     /// then.
     pub fn record_usage(&self, rows: &[UsageRecord]) -> Result<(), StoreError> {
+        self.record_usage_paced(rows, || {})
+    }
+
+    /// [`Store::record_usage`] that calls `between_chunks` after each multi-row `INSERT`
+    /// (a few rows: [`USAGE_INSERT_CHUNKS`]), inside the transaction.
+    ///
+    /// For a background writer that shares the machine with latency-sensitive threads:
+    /// passing [`std::thread::yield_now`] turns one long run of CPU per batch into short
+    /// ones the scheduler can interleave with them. A thread that has just been picked to
+    /// run is not preempted by a wake-up until its time slice (~1 ms and more) is used up,
+    /// so without pauses a batch delays whatever wakes up behind it by the whole batch.
+    /// Same result, errors and all-or-nothing guarantee as [`Store::record_usage`].
+    ///
+    /// # Errors
+    /// As [`Store::record_usage`].
+    pub fn record_usage_paced(
+        &self,
+        rows: &[UsageRecord],
+        mut between_chunks: impl FnMut(),
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -512,6 +532,7 @@ impl Store {
                 }
                 insert.raw_execute()?;
                 rest = tail;
+                between_chunks();
             }
             let mut daily = tx.prepare_cached(
                 "INSERT INTO usage_daily (day, key_id, account_id, requests, errors, \
@@ -774,11 +795,13 @@ const USAGE_COLUMNS: usize = 10;
 /// Rows per multi-row `INSERT INTO usage_events`, largest first; must end with 1. A batch is
 /// split greedily into these chunks, each size one cached statement. One statement run per
 /// chunk instead of per row saves SQLite's per-execution work (VDBE start-up, cursor
-/// open/close, statement reset and halt); a default batch of 64 rows is two runs of 32.
-/// Measured with `examples/usage_write.rs` (callgrind, instructions per row of the whole
-/// example, batches of 64): one row per statement 9.2 k, chunks of 16/4/1 7.0 k, 32/8/1 6.8 k,
-/// 64/8/1 7.5 k.
-pub(crate) const USAGE_INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
+/// open/close, statement reset and halt). Measured with `examples/usage_write.rs` (callgrind,
+/// batches of 64), instructions per row of the whole example: one row per statement 9.2 k,
+/// chunks of 32/8/1 6.8 k; of `record_usage` alone: 32/8/1 5.7 k, 16/4/1 5.9 k, 8/4/1 6.2 k. The largest
+/// chunk is also the longest stretch a paced writer ([`Store::record_usage_paced`]) runs
+/// between pauses: 8 rows is ~20 µs, short enough that a batch no longer shows up in the
+/// gateway's p99 latency (`benches/RESULTS.md`, sixth pass), for 0.5 k more per row than 32.
+pub(crate) const USAGE_INSERT_CHUNKS: [usize; 3] = [8, 4, 1];
 
 /// `(rows, SQL)` of each size in [`USAGE_INSERT_CHUNKS`], built once: the SQL text is also the
 /// statement cache's key, so formatting it per batch would cost more than the lookup.
@@ -1364,13 +1387,43 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_paced_usage_write_pauses_after_each_chunk_and_stays_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        let acct = store.create_account("acme", "free").unwrap();
+        let key = store.insert_key(new_key(acct.id).1).unwrap().id;
+        let batch: Vec<UsageRecord> = (0..21)
+            .map(|i| usage(5_000 + i, &key, acct.id, 200))
+            .collect();
+        let reader = Connection::open(&path).unwrap();
+        let visible = || -> i64 {
+            reader
+                .query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))
+                .unwrap()
+        };
+        let mut seen_during_pauses = Vec::new();
+        store
+            .record_usage_paced(&batch, || seen_during_pauses.push(visible()))
+            .unwrap();
+        // 21 rows = chunks of 8, 8, 4 and 1; another connection sees none of them until the
+        // commit.
+        assert_eq!(seen_during_pauses, [0, 0, 0, 0]);
+        assert_eq!(visible(), 21);
+        assert_eq!(raw_usage(&store), batch.iter().map(raw).collect::<Vec<_>>());
+        let daily = store.usage_daily(&UsageFilter::default()).unwrap();
+        assert_eq!(daily[0].requests, 21);
+        assert_eq!(store.key_by_id(&key).unwrap().last_used_at, Some(5_020));
+    }
+
+    #[test]
     fn usage_batches_of_every_chunk_shape_store_each_row_exactly_once() {
         let (_dir, store) = open();
         let acct = store.create_account("acme", "free").unwrap();
         let key = store.insert_key(new_key(acct.id).1).unwrap().id;
-        // Sizes around each multi-row chunk size (32, 8, 1) and the writer's batch (64).
-        let sizes = [1, 2, 7, 8, 9, 31, 32, 33, 41, 63, 64, 65, 100];
-        assert_eq!(USAGE_INSERT_CHUNKS, [32, 8, 1], "update the sizes above");
+        // Sizes around each multi-row chunk size (8, 4, 1) and the writer's batch (64).
+        let sizes = [1, 3, 4, 5, 7, 8, 9, 12, 13, 41, 63, 64, 65, 100];
+        assert_eq!(USAGE_INSERT_CHUNKS, [8, 4, 1], "update the sizes above");
         let mut expected = Vec::new();
         let mut n = 0_u32;
         for size in sizes {

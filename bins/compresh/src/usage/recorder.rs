@@ -5,8 +5,12 @@
 //! thread, writes the store from that thread, and runs it at a lower scheduling priority
 //! ([`WRITER_NICE`]): a batch's SQLite transaction is CPU that should not compete with the
 //! request path for a core. On a 2-CPU machine the lower priority alone made no measurable
-//! difference to the gateway's p99; smaller batches did (see `UsageConfig::default` and
-//! `benches/RESULTS.md`).
+//! difference to the gateway's p99: a thread the scheduler has just picked keeps the CPU for
+//! its slice even when a higher-priority thread wakes up, so every batch still delayed the
+//! requests (and the provider's and clients' threads) that woke up behind it, once per batch
+//! (every 16 ms at 4000 requests/s). Smaller batches helped; yielding every few rows inside
+//! the batch's transaction removed the effect (`Store::record_usage_paced`; measured in
+//! `benches/RESULTS.md`, sixth pass).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -367,7 +371,9 @@ impl Writer {
         let count = rows.len();
         let joined = self
             .blocking(move || {
-                let result = store.record_usage(&rows);
+                // A pause every few rows: see `Store::record_usage_paced`. A yield with nothing
+                // else waiting for the CPU returns at once.
+                let result = store.record_usage_paced(&rows, std::thread::yield_now);
                 (rows, result)
             })
             .await;
