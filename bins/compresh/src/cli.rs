@@ -102,6 +102,7 @@ struct ServeArgs {
     signup: crate::dashboard::SignupMode,
     /// Runtime worker threads. Default: one per CPU, but one on a machine with at most two
     /// CPUs (there a second worker mostly adds cross-thread wake-ups; see benches/RESULTS.md).
+    /// With one, the server runs on a single-threaded runtime.
     #[arg(long, env = "COMPRESH_WORKER_THREADS")]
     worker_threads: Option<std::num::NonZeroUsize>,
 }
@@ -289,13 +290,22 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
         ..GatewayConfig::default()
     };
     let gateway = Arc::new(Gateway::new(data.store, data.master_keys, config)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            args.worker_threads
-                .map_or_else(default_worker_threads, std::num::NonZeroUsize::get),
-        )
-        .enable_all()
-        .build()?;
+    let workers = args
+        .worker_threads
+        .map_or_else(default_worker_threads, std::num::NonZeroUsize::get);
+    // One worker: a current-thread runtime. The same single thread serves every connection,
+    // minus the multi-thread scheduler's bookkeeping (~1.4 k instructions per request,
+    // callgrind) and with the accept loop on that thread instead of a second one.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;

@@ -304,6 +304,44 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
     }
 }
 
+/// One worker runs on a current-thread runtime, more on a multi-thread one: both forward a
+/// request (a stream too) and stop cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_and_several_workers_both_serve_and_stop() {
+    let mock = MockProvider::start().await;
+    for workers in ["1", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = start_server(&data, &[("COMPRESH_WORKER_THREADS", workers)]);
+        let key = server.api_key.clone().expect("the banner showed a key");
+        let out = cli(
+            &data,
+            &[
+                "providers",
+                "set",
+                "openai",
+                "--base-url",
+                &mock.openai_base_url(),
+            ],
+            &format!("{OPENAI_SECRET}\n"),
+        );
+        assert!(out.status.success(), "workers={workers}");
+        wait_for_status(&server.base, &key, StatusCode::OK).await;
+        let (status, body) = post(
+            &server.base,
+            "/v1/chat/completions",
+            &key,
+            r#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "workers={workers}");
+        assert!(body.ends_with(b"data: [DONE]\n\n"), "workers={workers}");
+        terminate(&server.child);
+        let (status, _) = server.stop_after_signal();
+        assert!(status.success(), "workers={workers}: exit status {status}");
+    }
+}
+
 impl Server {
     fn stop_after_signal(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
