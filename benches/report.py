@@ -10,6 +10,7 @@ survives re-runs; a missing file (or one without the markers) gets the block app
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -18,7 +19,8 @@ END = "<!-- load.sh:end -->"
 
 
 def parse(path):
-    runs = {}
+    """{(mode, rate, target): that cell's rounds merged into one result (see `merge`)}."""
+    rounds = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             parts = line.split()
@@ -26,8 +28,37 @@ def parse(path):
                 continue
             mode, fields = parts[0], dict(p.split("=", 1) for p in parts[1:] if "=" in p)
             key = (mode, fields.get("target_rps", "max"), fields["label"])
-            runs[key] = fields
-    return runs
+            rounds.setdefault(key, []).append(fields)
+    return {key: merge(cell) for key, cell in rounds.items()}
+
+
+# Per-round figures reported as the median over the rounds.
+MEDIAN_FIELDS = ("achieved_rps", "p50_us", "p90_us", "p99_us", "mean_us", "ttfb_p50_us",
+                 "ttfb_p99_us")
+# Per-round figures that add up over the rounds (warm-up and duration: for CPU per request).
+SUMMED_FIELDS = ("ok", "errors", "cpu_ms", "warmup", "duration")
+
+
+def merge(rounds):
+    """One cell's rounds as one result: the median of each latency and rate, the sums of
+    requests, errors, CPU time and measured time, the largest max and RSS, and every round's
+    p99 (`p99_rounds`) so the spread stays visible."""
+    merged = dict(rounds[0])
+    for name in MEDIAN_FIELDS:
+        values = [v for v in (num(r, name) for r in rounds) if v is not None]
+        if values:
+            merged[name] = statistics.median(values)
+    for name in SUMMED_FIELDS:
+        values = [v for v in (num(r, name) for r in rounds) if v is not None]
+        if values:
+            merged[name] = sum(values)
+    for name in ("max_us", "rss_kb"):
+        values = [v for v in (num(r, name) for r in rounds) if v is not None]
+        if values:
+            merged[name] = max(values)
+    merged["p99_rounds"] = [num(r, "p99_us") for r in rounds]
+    merged["rounds"] = len(rounds)
+    return merged
 
 
 def num(fields, name):
@@ -43,6 +74,11 @@ def us(value):
 
 def added(a, b):
     return "–" if a is None or b is None else f"{b - a:+.0f}"
+
+
+def count(fields, name):
+    value = num(fields, name)
+    return "–" if value is None else f"{value:.0f}"
 
 
 def cpu_model():
@@ -88,6 +124,13 @@ def render(runs, idle_rss, rates, smoke):
                f"{load_end} at the end). Latencies in µs; "
                "\"added\" = that path minus direct at the same rate in the same run.")
     out.append("")
+    rounds = max((v.get("rounds", 1) for v in runs.values()), default=1)
+    if rounds > 1:
+        out.append(f"Every cell was measured in {rounds} rounds (the targets interleaved in each "
+                   "round); latencies and rates below are the median over the rounds, CPU "
+                   "per request is over all of them, and each round's p99 is listed after "
+                   "the first table.")
+        out.append("")
 
     out.append("### Fixed rates (open loop, latency from the scheduled send time)")
     out.append("")
@@ -117,12 +160,24 @@ def render(runs, idle_rss, rates, smoke):
                     f"{added(num(d, 'p50_us'), num(n, 'p50_us'))} / "
                     f"{added(num(d, 'p99_us'), num(n, 'p99_us'))}"]
         rps = [us(num(x, "achieved_rps")) for x in ([d, c, n] if has_nginx else [d, c])]
-        errs = sum(int(x.get("errors", 0)) for x in (d, c, h, n))
+        errs = sum(int(num(x, "errors") or 0) for x in (d, c, h, n))
         row += [" / ".join(rps), str(errs)]
         out.append("| " + " | ".join(row) + " |")
         if has_nginx and None not in (num(d, "p99_us"), num(c, "p99_us"), num(n, "p99_us")):
             goal_rows.append((rate, num(c, "p99_us") <= num(n, "p99_us")))
     out.append("")
+    if rounds > 1:
+        out.append("p99 of each round (µs), in the order measured:")
+        out.append("")
+        out.append("| rate | " + " | ".join(targets) + " |")
+        out.append("|---|" + "---|" * len(targets))
+        for rate in rates.split():
+            cells = [rate]
+            for t in targets:
+                values = runs.get(("rate", rate, t), {}).get("p99_rounds", [])
+                cells.append(" / ".join(us(v) for v in values) or "–")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
 
     out.append("### CPU per request of the serving process (µs)")
     out.append("")
@@ -154,7 +209,7 @@ def render(runs, idle_rss, rates, smoke):
         rps = num(f, "achieved_rps")
         ratio = "–" if rps is None or not direct_max else f"{rps / direct_max:.2f}"
         out.append(f"| {t} | {us(rps)} | {ratio} | {us(num(f, 'p50_us'))} / "
-                   f"{us(num(f, 'p99_us'))} | {f.get('errors', '–')} |")
+                   f"{us(num(f, 'p99_us'))} | {count(f, 'errors')} |")
     c_max = num(runs.get(("max", "max", "compresh"), {}), "achieved_rps")
     n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
     out.append("")
@@ -171,10 +226,10 @@ def render(runs, idle_rss, rates, smoke):
                    f"{us(num(f, 'ttfb_p99_us'))} | "
                    f"{added(num(sd, 'ttfb_p50_us'), num(f, 'ttfb_p50_us'))} / "
                    f"{added(num(sd, 'ttfb_p99_us'), num(f, 'ttfb_p99_us'))} | "
-                   f"{f.get('errors', '–')} |")
+                   f"{count(f, 'errors')} |")
     out.append("")
 
-    peak = max((int(v.get("rss_kb", 0)) for k, v in runs.items() if k[2] == "compresh"),
+    peak = max((num(v, "rss_kb") or 0 for k, v in runs.items() if k[2] == "compresh"),
                default=0)
     out.append(f"**Gateway RSS** (VmRSS): idle {int(idle_rss) / 1024:.1f} MiB (after one "
                f"request), peak under load {peak / 1024:.1f} MiB.")
@@ -182,9 +237,16 @@ def render(runs, idle_rss, rates, smoke):
     if has_nginx:
         p99_ok = all(ok for _, ok in goal_rows) and bool(goal_rows)
         ratio_ok = c_max is not None and n_max and c_max / n_max >= 0.8
+        # Same round, same rate: compresh's p99 against nginx's.
+        pairs = [(c, n) for rate in rates.split()
+                 for c, n in zip(runs.get(("rate", rate, "compresh"), {}).get("p99_rounds", []),
+                                 runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
+                 if c is not None and n is not None]
+        per_round = (f" (single rounds: compresh's p99 ≤ nginx's in {sum(c <= n for c, n in pairs)}"
+                     f" of {len(pairs)})") if rounds > 1 and pairs else ""
         out.append("**Goal** (issue 8): compresh added p99 ≤ nginx added p99 at every rate: "
                    + ("met" if p99_ok else "not met ("
-                      + ", ".join(r for r, ok in goal_rows if not ok) + " rps)")
+                      + ", ".join(r for r, ok in goal_rows if not ok) + " rps)") + per_round
                    + "; compresh max throughput ≥ 80% of nginx's: "
                    + ("–" if c_max is None or not n_max else
                       f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
