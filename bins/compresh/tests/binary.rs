@@ -127,6 +127,26 @@ async fn post(base: &str, path: &str, key: &str, body: &str) -> (StatusCode, Byt
     )
 }
 
+/// `compresh providers set openai` to the mock, with the provider key on stdin.
+fn point_openai_at(data_dir: &Path, mock: &MockProvider) {
+    let out = cli(
+        data_dir,
+        &[
+            "providers",
+            "set",
+            "openai",
+            "--base-url",
+            &mock.openai_base_url(),
+        ],
+        &format!("{OPENAI_SECRET}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn chat_body() -> String {
     format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{MESSAGE_CONTENT}"}}]}}"#)
 }
@@ -166,22 +186,7 @@ async fn first_start_cli_during_a_run_logs_and_shutdown() {
     }
 
     // Point openai at the mock from the CLI while the server runs (key from stdin).
-    let out = cli(
-        &data,
-        &[
-            "providers",
-            "set",
-            "openai",
-            "--base-url",
-            &mock.openai_base_url(),
-        ],
-        &format!("{OPENAI_SECRET}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    point_openai_at(&data, &mock);
     wait_for_status(&base, &first_key, StatusCode::OK).await;
     let seen = mock.last_request().unwrap();
     assert_eq!(
@@ -314,18 +319,7 @@ async fn one_worker_and_several_workers_both_serve_and_stop() {
         let data = dir.path().join("data");
         let server = start_server(&data, &[("COMPRESH_WORKER_THREADS", workers)]);
         let key = server.api_key.clone().expect("the banner showed a key");
-        let out = cli(
-            &data,
-            &[
-                "providers",
-                "set",
-                "openai",
-                "--base-url",
-                &mock.openai_base_url(),
-            ],
-            &format!("{OPENAI_SECRET}\n"),
-        );
-        assert!(out.status.success(), "workers={workers}");
+        point_openai_at(&data, &mock);
         wait_for_status(&server.base, &key, StatusCode::OK).await;
         let (status, body) = post(
             &server.base,
