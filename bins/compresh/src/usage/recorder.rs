@@ -9,7 +9,7 @@
 //! its slice even when a higher-priority thread wakes up, so every batch still delayed the
 //! requests (and the provider's and clients' threads) that woke up behind it, once per batch
 //! (every 16 ms at 4000 requests/s). Smaller batches helped; yielding every few rows inside
-//! the batch's transaction removed the effect (`Store::record_usage_paced`; measured in
+//! the batch's transaction removed most of the rest (`Store::record_usage_paced`; measured in
 //! `benches/RESULTS.md`, sixth pass).
 
 use std::sync::atomic::{AtomicU64, Ordering};
