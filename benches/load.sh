@@ -255,11 +255,15 @@ sleep 0.5
 IDLE_RSS=$(rss_kb "$GATEWAY_PID")
 
 # Interleave the targets in every round at each rate, so drift on the shared machine hits all
-# of them alike.
+# of them alike. Each fixed-rate run also leaves a trace (every request's send time and latency)
+# for the report's stall counts (benches/stalls.py).
+TRACES=$WORK/traces
+mkdir -p "$TRACES"
 for rate in $RATES; do
     for round in $(seq 1 "$ROUNDS"); do
         for target in "${TARGETS[@]}"; do
-            run "$target" rate "$round" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP"
+            run "$target" rate "$round" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" \
+                --trace "$TRACES/$rate.$target.$round"
         done
     done
 done
@@ -280,7 +284,7 @@ if [[ $SMOKE == 1 ]]; then
 else
     OUT=benches/RESULTS.md
 fi
-python3 benches/report.py "$RESULTS" "$OUT" "$IDLE_RSS" "$RATES" "$SMOKE"
+python3 benches/report.py "$RESULTS" "$OUT" "$IDLE_RSS" "$RATES" "$SMOKE" "$TRACES"
 if [[ $SMOKE == 1 ]]; then
     cat "$OUT"
     # Fail loudly if anything errored or nothing got through: the smoke run exists so this

@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """Turn load.sh's loadgen result lines into the measured block of benches/RESULTS.md.
 
-usage: report.py RESULTS_TXT OUT_MD IDLE_RSS_KB "RATES" SMOKE
+usage: report.py RESULTS_TXT OUT_MD IDLE_RSS_KB "RATES" SMOKE [TRACE_DIR]
+
+TRACE_DIR holds `loadgen --trace` files named RATE.TARGET.ROUND; with it the report counts the
+stalls at each rate (benches/stalls.py).
 
 Only the text between the two marker comments is replaced, so hand-written analysis around it
 survives re-runs; a missing file (or one without the markers) gets the block appended.
 """
 
+import collections
 import datetime
 import os
 import platform
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stalls  # noqa: E402 (benches/stalls.py, next to this file)
 
 BEGIN = "<!-- load.sh:begin (generated, do not edit by hand) -->"
 END = "<!-- load.sh:end -->"
@@ -103,7 +110,42 @@ def git_rev():
         return "unknown"
 
 
-def render(runs, idle_rss, rates, smoke):
+def stall_cell(results):
+    """Stalls summed over a cell's rounds, plus the most common gap between them when it
+    recurs often enough to suggest something periodic."""
+    if not results:
+        return "–"
+    total = sum(r["stalls"] for r in results)
+    gaps = collections.Counter()
+    for r in results:
+        gaps.update(r["gaps"])
+    if gaps:
+        ms, count = gaps.most_common(1)[0]
+        if count >= max(5, total // 10):
+            return f"{total} ({ms} ms apart × {count})"
+    return str(total)
+
+
+def stall_table(trace_dir, rates, targets):
+    out = [f"Stalls: requests slower than {stalls.DEFAULT_SLOW_US} µs, one stall while they come "
+           "less than 2 ms apart (`benches/stalls.py`), summed over the rounds. In brackets the "
+           "most common gap between stalls when it recurs (at least 10 % of the gaps): a "
+           "regular gap points at periodic work, such as a background batch.",
+           "",
+           "| rate | " + " | ".join(targets) + " |",
+           "|---|" + "---|" * len(targets)]
+    for rate in rates.split():
+        cells = [rate]
+        for t in targets:
+            paths = sorted(p for p in os.listdir(trace_dir) if p.startswith(f"{rate}.{t}."))
+            cells.append(stall_cell([stalls.analyse(os.path.join(trace_dir, p))
+                                     for p in paths]))
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def render(runs, idle_rss, rates, smoke, trace_dir=None):
     targets = [t for t in ("direct", "compresh", "hyper", "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
@@ -178,6 +220,8 @@ def render(runs, idle_rss, rates, smoke):
                 cells.append(" / ".join(us(v) for v in values) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    if trace_dir and os.path.isdir(trace_dir):
+        out += stall_table(trace_dir, rates, targets)
 
     out.append("### CPU per request of the serving process (µs)")
     out.append("")
@@ -260,7 +304,8 @@ def render(runs, idle_rss, rates, smoke):
 
 def main():
     results, out_path, idle_rss, rates, smoke = sys.argv[1:6]
-    block = render(parse(results), idle_rss, rates, smoke)
+    trace_dir = sys.argv[6] if len(sys.argv) > 6 else None
+    block = render(parse(results), idle_rss, rates, smoke, trace_dir)
     try:
         with open(out_path, encoding="utf-8") as f:
             text = f.read()

@@ -13,19 +13,20 @@ import argparse
 import collections
 
 STALL_GAP_US = 2000
+DEFAULT_SLOW_US = 350
 
 
-def analyse(path, slow_us):
+def analyse(path, slow_us=DEFAULT_SLOW_US):
+    """The stalls of one trace: a dict with requests, p99_us, slow, stalls, largest, worst_us
+    and gaps (a Counter of the gaps between stall starts, in whole ms)."""
     rows = []
     with open(path) as trace:
         for line in trace:
             scheduled, latency = line.split()
             rows.append((int(scheduled), int(latency)))
     rows.sort()
-    if not rows:
-        return f"{path}: empty trace"
     latencies = sorted(latency for _, latency in rows)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if rows else None
     stalls = []
     for scheduled, latency in rows:
         if latency <= slow_us:
@@ -34,26 +35,36 @@ def analyse(path, slow_us):
             stalls[-1].append((scheduled, latency))
         else:
             stalls.append([(scheduled, latency)])
-    slow = sum(len(stall) for stall in stalls)
     starts = [stall[0][0] for stall in stalls]
-    # Gaps rounded to the millisecond, so a period shows up as one frequent value.
-    gaps = collections.Counter(round((b - a) / 1000) for a, b in zip(starts, starts[1:]))
-    common = ", ".join(f"{ms} ms x{count}" for ms, count in gaps.most_common(4))
-    worst = max((max(latency for _, latency in stall) for stall in stalls), default=0)
+    return {
+        "requests": len(rows),
+        "p99_us": p99,
+        "slow": sum(len(stall) for stall in stalls),
+        "stalls": len(stalls),
+        "largest": max((len(stall) for stall in stalls), default=0),
+        "worst_us": max((max(latency for _, latency in stall) for stall in stalls), default=0),
+        # Rounded to the millisecond, so a period shows up as one frequent value.
+        "gaps": collections.Counter(round((b - a) / 1000) for a, b in zip(starts, starts[1:])),
+    }
+
+
+def describe(path, result, slow_us):
+    common = ", ".join(f"{ms} ms x{count}" for ms, count in result["gaps"].most_common(4))
     return (
-        f"{path}: {len(rows)} requests, p99 {p99} us; {slow} above {slow_us} us in "
-        f"{len(stalls)} stalls (largest {max((len(s) for s in stalls), default=0)} requests, "
-        f"worst {worst} us); most common gaps between stalls: {common or '-'}"
+        f"{path}: {result['requests']} requests, p99 {result['p99_us']} us; {result['slow']} "
+        f"above {slow_us} us in {result['stalls']} stalls (largest {result['largest']} "
+        f"requests, worst {result['worst_us']} us); most common gaps between stalls: "
+        f"{common or '-'}"
     )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("traces", nargs="+")
-    parser.add_argument("--slow-us", type=int, default=350)
+    parser.add_argument("--slow-us", type=int, default=DEFAULT_SLOW_US)
     args = parser.parse_args()
     for path in args.traces:
-        print(analyse(path, args.slow_us))
+        print(describe(path, analyse(path, args.slow_us), args.slow_us))
 
 
 if __name__ == "__main__":
