@@ -256,8 +256,9 @@ IDLE_RSS=$(rss_kb "$GATEWAY_PID")
 
 # Interleave the targets in every round at each rate, so drift on the shared machine hits all
 # of them alike. Each fixed-rate run also leaves a trace (every request's send time and latency)
-# for the report's stall counts (benches/stalls.py).
-TRACES=$WORK/traces
+# for the report's stall counts; they stay in target/load-traces for `benches/stalls.py`.
+TRACES=target/load-traces
+rm -rf "$TRACES"
 mkdir -p "$TRACES"
 for rate in $RATES; do
     for round in $(seq 1 "$ROUNDS"); do
