@@ -50,3 +50,14 @@ pub fn assert_unreachable(err: &ForwardError, provider: Option<&str>, reason: Un
     }
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Asserts that `err` is a 502 `UpstreamFailed` for `provider`.
+// Not every test binary that includes this module calls it.
+#[allow(dead_code)]
+pub fn assert_upstream_failed(err: &ForwardError, provider: &str) {
+    assert!(
+        matches!(err, ForwardError::UpstreamFailed { provider: actual } if actual == provider),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+}
