@@ -12,6 +12,11 @@
 #   benches/load.sh            full run (release build, ~10 minutes), updates benches/RESULTS.md
 #   benches/load.sh --smoke    a few seconds at one low rate (debug build; nginx only if installed);
 #                              fails on any error; writes nothing into the tree (for .ci/run)
+#   benches/load.sh --pin      the load tool and the mock on the first half of the CPUs, the proxy
+#                              under test on the other half (taskset; nginx gets one worker per
+#                              CPU of its half), so the proxy no longer competes with the client
+#                              for a core. Writes its own block of benches/RESULTS.md. Combines
+#                              with --smoke.
 #
 # Environment: RATES="500 1000 2000 4000", ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=32,
 # NO_NGINX=1. Every cell is measured ROUNDS times, DURATION seconds each, the targets interleaved
@@ -21,10 +26,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SMOKE=0
+PIN=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --pin) PIN=1 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -52,6 +59,31 @@ else
     STREAM_RATE=${STREAM_RATE:-500}
 fi
 CONNECTIONS=${CONNECTIONS:-32}
+
+# Pinned: the client side (load tool, mock provider) and the proxy side (the proxy under test)
+# each get half of the CPUs. Each command is prefixed with its side's `taskset`; unpinned, the
+# prefixes are empty and everything shares every CPU.
+CLIENT_SIDE=()
+PROXY_SIDE=()
+NGINX_WORKERS=auto
+PINNING=""
+if [[ $PIN == 1 ]]; then
+    CPUS=$(nproc)
+    if ((CPUS < 2)); then
+        echo "load.sh: --pin needs at least 2 CPUs, this machine has $CPUS" >&2
+        exit 2
+    fi
+    HALF=$((CPUS / 2))
+    cpu_range() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
+    CLIENT_CPUS=$(cpu_range 0 $((HALF - 1)))
+    PROXY_CPUS=$(cpu_range "$HALF" $((CPUS - 1)))
+    CLIENT_SIDE=(taskset -c "$CLIENT_CPUS")
+    PROXY_SIDE=(taskset -c "$PROXY_CPUS")
+    # nginx 1.22 counts every online CPU for `auto`, not the ones it may run on.
+    NGINX_WORKERS=$((CPUS - HALF))
+    PINNING="load tool and mock provider on CPU $CLIENT_CPUS, the proxy under test on CPU $PROXY_CPUS ($NGINX_WORKERS nginx worker(s))"
+fi
+export PINNING
 
 echo "== build (${BUILD_FLAGS[*]:-debug})" >&2
 cargo build --locked "${BUILD_FLAGS[@]}" -p compresh -p compresh-mock -p compresh-benches --bins >&2
@@ -122,7 +154,7 @@ hwm_kb() {
 }
 
 # --- mock provider
-"$MOCK" --listen 127.0.0.1:0 >"$WORK/mock.out" 2>&1 &
+"${CLIENT_SIDE[@]}" "$MOCK" --listen 127.0.0.1:0 >"$WORK/mock.out" 2>&1 &
 MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 MOCK_ADDR=$(wait_for_line "$WORK/mock.out" '127\.0\.0\.1:[0-9]+' "mock-provider")
@@ -130,7 +162,7 @@ echo "mock-provider on $MOCK_ADDR" >&2
 
 # --- compresh, fresh data dir; the first-start banner's key is not used (plan limit 2,000/min)
 DATA=$WORK/data
-"$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$WORK/compresh.out" 2>"$WORK/compresh.log" &
+"${PROXY_SIDE[@]}" "$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 >"$WORK/compresh.out" 2>"$WORK/compresh.log" &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 GATEWAY_ADDR=$(wait_for_line "$WORK/compresh.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh" | sed 's|.*http://||')
@@ -143,7 +175,7 @@ export LOADGEN_KEY=$KEY # read by loadgen (--key), so the key is not on any comm
 sleep 1.2
 
 # --- the hyper floor: same server and client parts as compresh, none of its work
-"$HYPER_PROXY" --upstream "$MOCK_ADDR" >"$WORK/hyper.out" 2>&1 &
+"${PROXY_SIDE[@]}" "$HYPER_PROXY" --upstream "$MOCK_ADDR" >"$WORK/hyper.out" 2>&1 &
 HYPER_PID=$!
 PIDS+=("$HYPER_PID")
 HYPER_ADDR=$(wait_for_line "$WORK/hyper.out" 'listening on http://127\.0\.0\.1:[0-9]+' "hyper-proxy" | sed 's|.*http://||')
@@ -163,7 +195,7 @@ if [[ ${NO_NGINX:-0} != 1 ]]; then
         NGINX_PORT=$(free_port)
         cat >"$NGINX_DIR/nginx.conf" <<EOF
 daemon off;
-worker_processes auto;
+worker_processes $NGINX_WORKERS;
 pid $NGINX_DIR/nginx.pid;
 error_log $NGINX_DIR/logs/error.log warn;
 events { worker_connections 4096; }
@@ -193,7 +225,7 @@ http {
     }
 }
 EOF
-        nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" >"$WORK/nginx.out" 2>&1 &
+        "${PROXY_SIDE[@]}" nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" >"$WORK/nginx.out" 2>&1 &
         NGINX_PID=$!
         PIDS+=("$NGINX_PID")
         for _ in $(seq 1 50); do
@@ -238,7 +270,7 @@ run() {
     pids=$(serving_pids "$target")
     # shellcheck disable=SC2086 # a list of pids
     cpu_before=$(cpu_ticks $pids)
-    line=$("$LOADGEN" --url "$(url_of "$target")" --label "$target" --connections "$CONNECTIONS" "$@")
+    line=$("${CLIENT_SIDE[@]}" "$LOADGEN" --url "$(url_of "$target")" --label "$target" --connections "$CONNECTIONS" "$@")
     # shellcheck disable=SC2086
     cpu_after=$(cpu_ticks $pids)
     if [[ $target == compresh ]]; then
@@ -250,7 +282,7 @@ run() {
 
 # One request through the gateway so that idle RSS is measured with the key, the provider and the
 # upstream pool initialised (the state it idles in between bursts).
-"$LOADGEN" --url "$(url_of compresh)" --rate 10 --duration 0.5 --warmup 0 --connections 1 >/dev/null
+"${CLIENT_SIDE[@]}" "$LOADGEN" --url "$(url_of compresh)" --rate 10 --duration 0.5 --warmup 0 --connections 1 >/dev/null
 sleep 0.5
 IDLE_RSS=$(rss_kb "$GATEWAY_PID")
 
@@ -258,6 +290,7 @@ IDLE_RSS=$(rss_kb "$GATEWAY_PID")
 # of them alike. Each fixed-rate run also leaves a trace (every request's send time and latency)
 # for the report's stall counts; they stay in target/load-traces for `benches/stalls.py`.
 TRACES=target/load-traces
+[[ $PIN == 1 ]] && TRACES=target/load-traces-pinned
 rm -rf "$TRACES"
 mkdir -p "$TRACES"
 for rate in $RATES; do

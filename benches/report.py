@@ -23,6 +23,9 @@ import stalls  # noqa: E402 (benches/stalls.py, next to this file)
 
 BEGIN = "<!-- load.sh:begin (generated, do not edit by hand) -->"
 END = "<!-- load.sh:end -->"
+# `load.sh --pin` writes a block of its own, so a pinned run does not replace the shared one.
+PINNED_BEGIN = "<!-- load.sh --pin:begin (generated, do not edit by hand) -->"
+PINNED_END = "<!-- load.sh --pin:end -->"
 
 
 def parse(path):
@@ -164,10 +167,18 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
             load_end = " ".join(f.read().split()[:3])
     except OSError:
         load_end = "unknown"
-    out.append("Load tool, mock provider, gateway and nginx all run on this one machine and share "
-               "its CPUs, so every number includes contention between them (and with anything "
-               f"else running: load average {os.environ.get('LOAD_START', '?')} at the start, "
-               f"{load_end} at the end). Latencies in µs; "
+    pinning = os.environ.get("PINNING", "")
+    load = (f"load average {os.environ.get('LOAD_START', '?')} at the start, {load_end} at the "
+            "end")
+    if pinning:
+        sharing = (f"**Pinned** (`load.sh --pin`): {pinning}. The proxy under test no longer "
+                   "competes with the load tool and the mock for a core; its own threads share "
+                   f"its half, and anything else running on the machine shares both ({load}).")
+    else:
+        sharing = ("Load tool, mock provider, gateway and nginx all run on this one machine and "
+                   "share its CPUs, so every number includes contention between them (and with "
+                   f"anything else running: {load}).")
+    out.append(f"{sharing} Latencies in µs; "
                "\"added\" = that path minus direct at the same rate in the same run.")
     out.append("")
     rounds = max((v.get("rounds", 1) for v in runs.values()), default=1)
@@ -315,13 +326,14 @@ def main():
             text = f.read()
     except FileNotFoundError:
         text = "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        before = text[: text.index(BEGIN)]
-        after = text[text.index(END) + len(END):]
+    begin, end = (PINNED_BEGIN, PINNED_END) if os.environ.get("PINNING") else (BEGIN, END)
+    if begin in text and end in text:
+        before = text[: text.index(begin)]
+        after = text[text.index(end) + len(end):]
     else:
         before, after = text.rstrip("\n") + "\n\n", "\n"
     with open(out_path, "w", encoding="utf-8") as f:
-        f.write(before + BEGIN + "\n" + block + "\n" + END + after)
+        f.write(before + begin + "\n" + block + "\n" + end + after)
 
 
 if __name__ == "__main__":
