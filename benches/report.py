@@ -86,6 +86,21 @@ def added(a, b):
     return "–" if a is None or b is None else f"{b - a:+.0f}"
 
 
+def cores_busy(fields):
+    """CPUs' worth of time the serving process used over the cell's runs (warm-ups included)."""
+    cpu_ms, warmup, duration = (num(fields, n) for n in ("cpu_ms", "warmup", "duration"))
+    if cpu_ms is None or warmup is None or duration is None or warmup + duration <= 0:
+        return None
+    return cpu_ms / 1000 / (warmup + duration)
+
+
+def per_cpu_second(fields):
+    """Requests served per second of the serving process's CPU time: its capacity, whether or
+    not the client side kept it busy."""
+    rps, busy = num(fields, "achieved_rps"), cores_busy(fields)
+    return None if rps is None or not busy else rps / busy
+
+
 def count(fields, name):
     value = num(fields, name)
     return "–" if value is None else f"{value:.0f}"
@@ -260,15 +275,22 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
 
     out.append("### Maximum throughput (closed loop)")
     out.append("")
-    out.append("| path | requests/s | ratio to direct | p50 / p99 | errors |")
-    out.append("|---|---|---|---|---|")
+    out.append("Busy: CPUs' worth of time the serving process used (1.00 = one CPU all the time). "
+               "A proxy below its CPUs' worth was held back by the client side, not by its own "
+               "capacity; requests per CPU-second compares capacity either way.")
+    out.append("")
+    out.append("| path | requests/s | ratio to direct | p50 / p99 | busy | requests per CPU-second "
+               "| errors |")
+    out.append("|---|---|---|---|---|---|---|")
     direct_max = num(runs.get(("max", "max", "direct"), {}), "achieved_rps")
     for t in targets:
         f = runs.get(("max", "max", t), {})
         rps = num(f, "achieved_rps")
         ratio = "–" if rps is None or not direct_max else f"{rps / direct_max:.2f}"
+        busy = cores_busy(f)
         out.append(f"| {t} | {us(rps)} | {ratio} | {us(num(f, 'p50_us'))} / "
-                   f"{us(num(f, 'p99_us'))} | {count(f, 'errors')} |")
+                   f"{us(num(f, 'p99_us'))} | {'–' if busy is None else f'{busy:.2f}'} | "
+                   f"{us(per_cpu_second(f))} | {count(f, 'errors')} |")
     c_max = num(runs.get(("max", "max", "compresh"), {}), "achieved_rps")
     n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
     out.append("")
@@ -313,6 +335,12 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
         if h_max is not None and n_max:
             out.append(f"(The hyper floor reached {h_max / n_max:.0%} of nginx's max throughput "
                        "in the same run.)")
+        c_eff, n_eff, h_eff = (per_cpu_second(runs.get(("max", "max", t), {}))
+                               for t in ("compresh", "nginx", "hyper"))
+        if c_eff and n_eff:
+            out.append(f"Requests per CPU-second at max throughput: compresh {c_eff / n_eff:.0%} "
+                       "of nginx's" + (f", the floor {h_eff / n_eff:.0%}" if h_eff else "")
+                       + ".")
         out.append("")
     return "\n".join(out)
 
