@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Divide the inclusive counts by the row count (the first argument, default 20000). The
-//! second argument is the batch size (default 64, the writer's default `batch_rows`).
+//! second argument is the batch size (default 256, the writer's default `batch_rows`).
 
 use compresh_keys::{ApiKey, KeyId};
 use compresh_store::{NewApiKey, Store, UsageRecord};
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default)
     };
     let rows = arg(1, 20_000);
-    let batch_rows = arg(2, 64).max(1);
+    let batch_rows = arg(2, 256).max(1);
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("s.db"))?;
     let account = store.create_account("bench", "free")?;

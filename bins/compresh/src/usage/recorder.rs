@@ -8,7 +8,7 @@
 //! difference to the gateway's p99: a thread the scheduler has just picked keeps the CPU for
 //! its slice even when a higher-priority thread wakes up, so every batch still delayed the
 //! requests (and the provider's and clients' threads) that woke up behind it, once per batch
-//! (every 16 ms at 4000 requests/s). Smaller batches helped; yielding every few rows inside
+//! (every 16 ms at 4000 requests/s with 64-row batches). Smaller batches helped; yielding every few rows inside
 //! the batch's transaction removed most of the rest (`Store::record_usage_paced`; measured in
 //! `benches/RESULTS.md`, sixth pass).
 
@@ -51,11 +51,14 @@ impl Default for UsageConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 16_384,
-            // Small transactions spread the writer's CPU evenly instead of in bursts: on a
-            // 2-CPU host a 512-row transaction (a few ms) delayed the request thread enough to
-            // show in the p99 (at 4000 rps: 795-1327 µs with 512 rows, 614-1130 with 64, p90
-            // unchanged; benches/RESULTS.md). Aggregates are still upserted once per batch.
-            batch_rows: 64,
+            // Most of a batch's CPU is per batch, not per row: waking the writer, the
+            // transaction's locks and commit, the daily upserts, a cold cache. At 4000
+            // requests/s the writer thread ran 102-113 ms per 5 s with 64-row batches and
+            // 49-50 ms with 256 (schedstat; benches/RESULTS.md, seventh pass). Before batches
+            // were paced (`Store::record_usage_paced`), big ones showed in the p99 (at 4000 rps:
+            // 795-1327 µs with 512 rows, 614-1130 with 64); paced, 64 and 256 rows gave the
+            // same p99 within the rounds' spread.
+            batch_rows: 256,
             flush_interval: Duration::from_secs(1),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
