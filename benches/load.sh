@@ -146,6 +146,12 @@ serving_pids() {
     esac
 }
 
+# "steal total" jiffies of all CPUs from /proc/stat: steal is time the hypervisor gave this
+# machine's CPUs to other guests, which shows up as latency no proxy caused.
+host_steal() {
+    awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat
+}
+
 rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
@@ -266,18 +272,23 @@ run() {
         # peak since start, still an upper bound of the peak under load.
         echo 5 >"/proc/$GATEWAY_PID/clear_refs" 2>/dev/null || true
     fi
-    local line pids cpu_before cpu_after
+    local line pids cpu_before cpu_after steal_before steal_after
     pids=$(serving_pids "$target")
     # shellcheck disable=SC2086 # a list of pids
     cpu_before=$(cpu_ticks $pids)
+    steal_before=$(host_steal)
     line=$("${CLIENT_SIDE[@]}" "$LOADGEN" --url "$(url_of "$target")" --label "$target" --connections "$CONNECTIONS" "$@")
     # shellcheck disable=SC2086
     cpu_after=$(cpu_ticks $pids)
+    steal_after=$(host_steal)
     if [[ $target == compresh ]]; then
         peak=$(hwm_kb "$GATEWAY_PID")
     fi
     local cpu_ms=$(((cpu_after - cpu_before) * 1000 / CLK_TCK))
-    echo "$mode $line round=$round rss_kb=$peak cpu_ms=$cpu_ms warmup=$WARMUP duration=$DURATION" | tee -a "$RESULTS" >&2
+    local steal_pct
+    # shellcheck disable=SC2086 # two numbers each
+    steal_pct=$(echo $steal_before $steal_after | awk '{d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0)}')
+    echo "$mode $line round=$round rss_kb=$peak cpu_ms=$cpu_ms steal_pct=$steal_pct warmup=$WARMUP duration=$DURATION" | tee -a "$RESULTS" >&2
 }
 
 # One request through the gateway so that idle RSS is measured with the key, the provider and the

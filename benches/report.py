@@ -67,6 +67,7 @@ def merge(rounds):
         if values:
             merged[name] = max(values)
     merged["p99_rounds"] = [num(r, "p99_us") for r in rounds]
+    merged["steal_rounds"] = [num(r, "steal_pct") for r in rounds]
     merged["rounds"] = len(rounds)
     return merged
 
@@ -99,6 +100,21 @@ def per_cpu_second(fields):
     not the client side kept it busy."""
     rps, busy = num(fields, "achieved_rps"), cores_busy(fields)
     return None if rps is None or not busy else rps / busy
+
+
+# Steal above this in a load run is called out in the report.
+STEAL_WARN_PCT = 5.0
+
+
+def worst_steal(runs):
+    """(steal %, cell key, round number) of the load run with the most host steal, or None when
+    the results carry no steal figures."""
+    worst = None
+    for key, fields in runs.items():
+        for round_no, pct in enumerate(fields.get("steal_rounds", []), start=1):
+            if pct is not None and (worst is None or pct > worst[0]):
+                worst = (pct, key, round_no)
+    return worst
 
 
 def count(fields, name):
@@ -196,6 +212,15 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     out.append(f"{sharing} Latencies in µs; "
                "\"added\" = that path minus direct at the same rate in the same run.")
     out.append("")
+    steal = worst_steal(runs)
+    if steal is not None:
+        pct, (mode, rate, target), round_no = steal
+        cell = f"{target} at {rate} rps" if mode == "rate" else f"{target}, {mode}"
+        out.append(f"Host steal (CPU time the hypervisor gave to other guests, from `/proc/stat`) "
+                   f"was at most {pct:.1f} % in any single load run ({cell}, round {round_no})"
+                   + (": numbers from such rounds measure the host, not the proxies."
+                      if pct >= STEAL_WARN_PCT else "."))
+        out.append("")
     rounds = max((v.get("rounds", 1) for v in runs.values()), default=1)
     if rounds > 1:
         out.append(f"Every cell was measured in {rounds} rounds (the targets interleaved in each "
@@ -239,15 +264,20 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
             goal_rows.append((rate, num(c, "p99_us") <= num(n, "p99_us")))
     out.append("")
     if rounds > 1:
-        out.append("p99 of each round (µs), in the order measured:")
+        out.append("p99 of each round (µs), in the order measured; † marks a round with at least "
+                   f"{STEAL_WARN_PCT:.0f} % host steal:")
         out.append("")
         out.append("| rate | " + " | ".join(targets) + " |")
         out.append("|---|" + "---|" * len(targets))
         for rate in rates.split():
             cells = [rate]
             for t in targets:
-                values = runs.get(("rate", rate, t), {}).get("p99_rounds", [])
-                cells.append(" / ".join(us(v) for v in values) or "–")
+                cell = runs.get(("rate", rate, t), {})
+                steals = cell.get("steal_rounds", [])
+                values = [us(v) + ("†" if i < len(steals) and (steals[i] or 0) >= STEAL_WARN_PCT
+                                   else "")
+                          for i, v in enumerate(cell.get("p99_rounds", []))]
+                cells.append(" / ".join(values) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if trace_dir and os.path.isdir(trace_dir):
