@@ -273,10 +273,10 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
             cells = [rate]
             for t in targets:
                 cell = runs.get(("rate", rate, t), {})
-                steals = cell.get("steal_rounds", [])
-                values = [us(v) + ("†" if i < len(steals) and (steals[i] or 0) >= STEAL_WARN_PCT
-                                   else "")
-                          for i, v in enumerate(cell.get("p99_rounds", []))]
+                # `merge` fills both lists from the same rounds, one entry each.
+                values = [us(p99) + ("†" if steal is not None and steal >= STEAL_WARN_PCT else "")
+                          for p99, steal in zip(cell.get("p99_rounds", []),
+                                                cell.get("steal_rounds", []))]
                 cells.append(" / ".join(values) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
