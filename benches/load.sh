@@ -6,6 +6,8 @@
 #   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
 #   (h) client -> hyper-proxy -> mock        (the floor: hyper server + pooled client, no work;
 #                                             benches/src/bin/hyper-proxy.rs)
+#   (r) client -> raw-proxy -> mock          (the raw floor: tokio sockets + httparse, no hyper;
+#                                             benches/src/bin/raw-proxy.rs)
 # at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
 # gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
 #
@@ -31,7 +33,7 @@ for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
         --pin) PIN=1 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -91,6 +93,7 @@ COMPRESH=$PROFILE_DIR/compresh
 MOCK=$PROFILE_DIR/mock-provider
 LOADGEN=$PROFILE_DIR/loadgen
 HYPER_PROXY=$PROFILE_DIR/hyper-proxy
+RAW_PROXY=$PROFILE_DIR/raw-proxy
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOAD_START
@@ -142,6 +145,7 @@ serving_pids() {
         direct) echo "$MOCK_PID" ;;
         compresh) echo "$GATEWAY_PID" ;;
         hyper) echo "$HYPER_PID" ;;
+        raw) echo "$RAW_PID" ;;
         nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
     esac
 }
@@ -186,6 +190,13 @@ HYPER_PID=$!
 PIDS+=("$HYPER_PID")
 HYPER_ADDR=$(wait_for_line "$WORK/hyper.out" 'listening on http://127\.0\.0\.1:[0-9]+' "hyper-proxy" | sed 's|.*http://||')
 echo "hyper-proxy on $HYPER_ADDR" >&2
+
+# --- the raw floor: the same proxying on tokio's sockets without hyper
+"${PROXY_SIDE[@]}" "$RAW_PROXY" --upstream "$MOCK_ADDR" >"$WORK/raw.out" 2>&1 &
+RAW_PID=$!
+PIDS+=("$RAW_PID")
+RAW_ADDR=$(wait_for_line "$WORK/raw.out" 'listening on http://127\.0\.0\.1:[0-9]+' "raw-proxy" | sed 's|.*http://||')
+echo "raw-proxy on $RAW_ADDR" >&2
 
 # --- nginx (installed from Debian's packages when missing; skipped in smoke mode if absent)
 NGINX_ADDR=""
@@ -246,13 +257,14 @@ EOF
     fi
 fi
 
-TARGETS=(direct compresh hyper)
+TARGETS=(direct compresh hyper raw)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
 url_of() {
     case $1 in
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
         compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
         hyper) echo "http://$HYPER_ADDR/v1/chat/completions" ;;
+        raw) echo "http://$RAW_ADDR/v1/chat/completions" ;;
         nginx) echo "http://$NGINX_ADDR/v1/chat/completions" ;;
     esac
 }

@@ -184,7 +184,7 @@ def stall_table(runs, trace_dir, rates, targets):
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
-    targets = [t for t in ("direct", "compresh", "hyper", "nginx")
+    targets = [t for t in ("direct", "compresh", "hyper", "raw", "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
     out = []
@@ -231,10 +231,10 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
 
     out.append("### Fixed rates (open loop, latency from the scheduled send time)")
     out.append("")
-    has_hyper = "hyper" in targets
+    floors = [(t, label) for t, label in (("hyper", "hyper (floor)"), ("raw", "raw (floor)"))
+              if t in targets]
     head = ["rate", "direct p50 / p99", "compresh p50 / p99", "**compresh added p50 / p99**"]
-    if has_hyper:
-        head += ["hyper (floor) added p50 / p99"]
+    head += [f"{label} added p50 / p99" for _, label in floors]
     if has_nginx:
         head += ["nginx p50 / p99", "**nginx added p50 / p99**"]
     head += ["achieved rps (d / c" + (" / n)" if has_nginx else ")"), "errors"]
@@ -243,21 +243,22 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     goal_rows = []
     for rate in rates.split():
         get = lambda t: runs.get(("rate", rate, t), {})
-        d, c, h, n = get("direct"), get("compresh"), get("hyper"), get("nginx")
+        d, c, n = get("direct"), get("compresh"), get("nginx")
         row = [rate,
                f"{us(num(d, 'p50_us'))} / {us(num(d, 'p99_us'))}",
                f"{us(num(c, 'p50_us'))} / {us(num(c, 'p99_us'))}",
                f"{added(num(d, 'p50_us'), num(c, 'p50_us'))} / "
                f"{added(num(d, 'p99_us'), num(c, 'p99_us'))}"]
-        if has_hyper:
-            row += [f"{added(num(d, 'p50_us'), num(h, 'p50_us'))} / "
-                    f"{added(num(d, 'p99_us'), num(h, 'p99_us'))}"]
+        for floor, _ in floors:
+            f = get(floor)
+            row += [f"{added(num(d, 'p50_us'), num(f, 'p50_us'))} / "
+                    f"{added(num(d, 'p99_us'), num(f, 'p99_us'))}"]
         if has_nginx:
             row += [f"{us(num(n, 'p50_us'))} / {us(num(n, 'p99_us'))}",
                     f"{added(num(d, 'p50_us'), num(n, 'p50_us'))} / "
                     f"{added(num(d, 'p99_us'), num(n, 'p99_us'))}"]
         rps = [us(num(x, "achieved_rps")) for x in ([d, c, n] if has_nginx else [d, c])]
-        errs = sum(int(num(x, "errors") or 0) for x in (d, c, h, n))
+        errs = sum(int(num(get(t), "errors") or 0) for t in targets)
         row += [" / ".join(rps), str(errs)]
         out.append("| " + " | ".join(row) + " |")
         if has_nginx and None not in (num(d, "p99_us"), num(c, "p99_us"), num(n, "p99_us")):
@@ -361,16 +362,22 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                    + "; compresh max throughput ≥ 80% of nginx's: "
                    + ("–" if c_max is None or not n_max else
                       f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
-        h_max = num(runs.get(("max", "max", "hyper"), {}), "achieved_rps")
-        if h_max is not None and n_max:
-            out.append(f"(The hyper floor reached {h_max / n_max:.0%} of nginx's max throughput "
-                       "in the same run.)")
-        c_eff, n_eff, h_eff = (per_cpu_second(runs.get(("max", "max", t), {}))
-                               for t in ("compresh", "nginx", "hyper"))
+        floor_max = [(label, num(runs.get(("max", "max", t), {}), "achieved_rps"))
+                     for t, label in floors]
+        floor_max = [f"the {label.split()[0]} floor {rps / n_max:.0%}"
+                     for label, rps in floor_max if rps is not None and n_max]
+        if floor_max:
+            out.append(f"(Max throughput in the same run, as a share of nginx's: "
+                       f"{', '.join(floor_max)}.)")
+        c_eff, n_eff = (per_cpu_second(runs.get(("max", "max", t), {}))
+                        for t in ("compresh", "nginx"))
+        floor_eff = [(label, per_cpu_second(runs.get(("max", "max", t), {})))
+                     for t, label in floors]
+        floor_eff = [f", the {label.split()[0]} floor {eff / n_eff:.0%}"
+                     for label, eff in floor_eff if eff and n_eff]
         if c_eff and n_eff:
             out.append(f"Requests per CPU-second at max throughput: compresh {c_eff / n_eff:.0%} "
-                       "of nginx's" + (f", the floor {h_eff / n_eff:.0%}" if h_eff else "")
-                       + ".")
+                       "of nginx's" + "".join(floor_eff) + ".")
         out.append("")
     return "\n".join(out)
 
