@@ -362,19 +362,16 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                    + "; compresh max throughput ≥ 80% of nginx's: "
                    + ("–" if c_max is None or not n_max else
                       f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
-        floor_max = [(label, num(runs.get(("max", "max", t), {}), "achieved_rps"))
-                     for t, label in floors]
-        floor_max = [f"the {label.split()[0]} floor {rps / n_max:.0%}"
-                     for label, rps in floor_max if rps is not None and n_max]
+        floor_max = [(t, num(runs.get(("max", "max", t), {}), "achieved_rps")) for t, _ in floors]
+        floor_max = [f"the {t} floor {rps / n_max:.0%}"
+                     for t, rps in floor_max if rps is not None and n_max]
         if floor_max:
             out.append(f"(Max throughput in the same run, as a share of nginx's: "
                        f"{', '.join(floor_max)}.)")
         c_eff, n_eff = (per_cpu_second(runs.get(("max", "max", t), {}))
                         for t in ("compresh", "nginx"))
-        floor_eff = [(label, per_cpu_second(runs.get(("max", "max", t), {})))
-                     for t, label in floors]
-        floor_eff = [f", the {label.split()[0]} floor {eff / n_eff:.0%}"
-                     for label, eff in floor_eff if eff and n_eff]
+        floor_eff = [(t, per_cpu_second(runs.get(("max", "max", t), {}))) for t, _ in floors]
+        floor_eff = [f", the {t} floor {eff / n_eff:.0%}" for t, eff in floor_eff if eff and n_eff]
         if c_eff and n_eff:
             out.append(f"Requests per CPU-second at max throughput: compresh {c_eff / n_eff:.0%} "
                        "of nginx's" + "".join(floor_eff) + ".")
