@@ -154,12 +154,8 @@ fn request_head(
 ) -> io::Result<Option<(usize, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let head_len = match request
-        .parse(buf)
-        .map_err(|_| invalid("bad request head"))?
-    {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(None),
+    let Some(head_len) = complete_head(request.parse(buf), "bad request head")? else {
+        return Ok(None);
     };
     out.clear();
     out.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
@@ -189,12 +185,8 @@ fn request_head(
 fn response_head(buf: &[u8], out: &mut Vec<u8>) -> io::Result<Option<(usize, Framing)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response
-        .parse(buf)
-        .map_err(|_| invalid("bad response head"))?
-    {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(None),
+    let Some(head_len) = complete_head(response.parse(buf), "bad response head")? else {
+        return Ok(None);
     };
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -222,6 +214,14 @@ fn response_head(buf: &[u8], out: &mut Vec<u8>) -> io::Result<Option<(usize, Fra
     out.extend_from_slice(b"\r\n");
     let framing = framing.ok_or_else(|| invalid("answers without a length are not handled"))?;
     Ok(Some((head_len, framing)))
+}
+
+/// The head's length once it is complete, `None` while more bytes are needed.
+fn complete_head(parsed: httparse::Result<usize>, what: &str) -> io::Result<Option<usize>> {
+    match parsed.map_err(|_| invalid(what))? {
+        httparse::Status::Complete(len) => Ok(Some(len)),
+        httparse::Status::Partial => Ok(None),
+    }
 }
 
 fn push_header(out: &mut Vec<u8>, header: &httparse::Header<'_>) {

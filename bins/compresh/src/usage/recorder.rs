@@ -8,9 +8,9 @@
 //! difference to the gateway's p99: a thread the scheduler has just picked keeps the CPU for
 //! its slice even when a higher-priority thread wakes up, so every batch still delayed the
 //! requests (and the provider's and clients' threads) that woke up behind it, once per batch
-//! (every 16 ms at 4000 requests/s with 64-row batches). Smaller batches helped; yielding every few rows inside
-//! the batch's transaction removed most of the rest (`Store::record_usage_paced`; measured in
-//! `benches/RESULTS.md`, sixth pass).
+//! (every 16 ms at 4000 requests/s with 64-row batches). Smaller batches helped; yielding every
+//! few rows inside the batch's transaction removed most of the rest
+//! (`Store::record_usage_paced`; measured in `benches/RESULTS.md`, sixth pass).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
