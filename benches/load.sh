@@ -3,6 +3,8 @@
 # against one mock provider (tests/mock, `mock-provider`):
 #   (a) client -> mock                       (direct)
 #   (b) client -> compresh -> mock           (real key, auth, rate-limit headers, usage recording)
+#   (b') client -> compresh --no-raw-lane -> mock  (the same gateway serving every request with
+#                                             hyper: what the raw HTTP/1.1 lane buys)
 #   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
 #   (h) client -> hyper-proxy -> mock        (the floor: hyper server + pooled client, no work;
 #                                             benches/src/bin/hyper-proxy.rs)
@@ -11,7 +13,7 @@
 # at fixed open-loop rates and at max throughput, plus stream time-to-first-byte and the
 # gateway's RSS idle and under load. Writes the measured block of benches/RESULTS.md.
 #
-#   benches/load.sh            full run (release build, ~10 minutes), updates benches/RESULTS.md
+#   benches/load.sh            full run (release build, ~14 minutes), updates benches/RESULTS.md
 #   benches/load.sh --smoke    a few seconds at one low rate (debug build; nginx only if installed);
 #                              fails on any error; writes nothing into the tree (for .ci/run)
 #   benches/load.sh --pin      the load tool and the mock on the first half of the CPUs, the proxy
@@ -33,7 +35,7 @@ for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
         --pin) PIN=1 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -144,6 +146,7 @@ serving_pids() {
     case $1 in
         direct) echo "$MOCK_PID" ;;
         compresh) echo "$GATEWAY_PID" ;;
+        compresh-hyper) echo "$HYPER_PATH_PID" ;;
         hyper) echo "$HYPER_PID" ;;
         raw) echo "$RAW_PID" ;;
         nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true) ;;
@@ -183,6 +186,14 @@ KEY=$("$COMPRESH" --data-dir "$DATA" keys create --name bench --rpm 100000000 2>
 export LOADGEN_KEY=$KEY # read by loadgen (--key), so the key is not on any command line
 # The running server picks up CLI changes within a second.
 sleep 1.2
+
+# --- the same gateway on its hyper path, sharing the data dir (and so the key and provider)
+"${PROXY_SIDE[@]}" "$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 --no-raw-lane \
+    >"$WORK/compresh-hyper.out" 2>"$WORK/compresh-hyper.log" &
+HYPER_PATH_PID=$!
+PIDS+=("$HYPER_PATH_PID")
+HYPER_PATH_ADDR=$(wait_for_line "$WORK/compresh-hyper.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh --no-raw-lane" | sed 's|.*http://||')
+echo "compresh --no-raw-lane on $HYPER_PATH_ADDR (pid $HYPER_PATH_PID)" >&2
 
 # --- the hyper floor: same server and client parts as compresh, none of its work
 "${PROXY_SIDE[@]}" "$HYPER_PROXY" --upstream "$MOCK_ADDR" >"$WORK/hyper.out" 2>&1 &
@@ -257,12 +268,13 @@ EOF
     fi
 fi
 
-TARGETS=(direct compresh hyper raw)
+TARGETS=(direct compresh compresh-hyper hyper raw)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
 url_of() {
     case $1 in
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
         compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
+        compresh-hyper) echo "http://$HYPER_PATH_ADDR/v1/chat/completions" ;;
         hyper) echo "http://$HYPER_ADDR/v1/chat/completions" ;;
         raw) echo "http://$RAW_ADDR/v1/chat/completions" ;;
         nginx) echo "http://$NGINX_ADDR/v1/chat/completions" ;;

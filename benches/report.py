@@ -184,7 +184,7 @@ def stall_table(runs, trace_dir, rates, targets):
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
-    targets = [t for t in ("direct", "compresh", "hyper", "raw", "nginx")
+    targets = [t for t in ("direct", "compresh", "compresh-hyper", "hyper", "raw", "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
     out = []
@@ -231,10 +231,13 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
 
     out.append("### Fixed rates (open loop, latency from the scheduled send time)")
     out.append("")
-    floors = [(t, label) for t, label in (("hyper", "hyper (floor)"), ("raw", "raw (floor)"))
-              if t in targets]
+    # Other proxies compared with compresh: (target, column label, name in the goal lines).
+    floors = [(t, label, noun) for t, label, noun in (
+        ("compresh-hyper", "compresh, hyper path", "compresh on its hyper path (`--no-raw-lane`)"),
+        ("hyper", "hyper (floor)", "the hyper floor"),
+        ("raw", "raw (floor)", "the raw floor")) if t in targets]
     head = ["rate", "direct p50 / p99", "compresh p50 / p99", "**compresh added p50 / p99**"]
-    head += [f"{label} added p50 / p99" for _, label in floors]
+    head += [f"{label} added p50 / p99" for _, label, _ in floors]
     if has_nginx:
         head += ["nginx p50 / p99", "**nginx added p50 / p99**"]
     head += ["achieved rps (d / c" + (" / n)" if has_nginx else ")"), "errors"]
@@ -249,7 +252,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                f"{us(num(c, 'p50_us'))} / {us(num(c, 'p99_us'))}",
                f"{added(num(d, 'p50_us'), num(c, 'p50_us'))} / "
                f"{added(num(d, 'p99_us'), num(c, 'p99_us'))}"]
-        for floor, _ in floors:
+        for floor, _, _ in floors:
             f = get(floor)
             row += [f"{added(num(d, 'p50_us'), num(f, 'p50_us'))} / "
                     f"{added(num(d, 'p99_us'), num(f, 'p99_us'))}"]
@@ -362,16 +365,18 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                    + "; compresh max throughput ≥ 80% of nginx's: "
                    + ("–" if c_max is None or not n_max else
                       f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
-        floor_max = [(t, num(runs.get(("max", "max", t), {}), "achieved_rps")) for t, _ in floors]
-        floor_max = [f"the {t} floor {rps / n_max:.0%}"
-                     for t, rps in floor_max if rps is not None and n_max]
+        floor_max = [(noun, num(runs.get(("max", "max", t), {}), "achieved_rps"))
+                     for t, _, noun in floors]
+        floor_max = [f"{noun} {rps / n_max:.0%}"
+                     for noun, rps in floor_max if rps is not None and n_max]
         if floor_max:
             out.append(f"(Max throughput in the same run, as a share of nginx's: "
                        f"{', '.join(floor_max)}.)")
         c_eff, n_eff = (per_cpu_second(runs.get(("max", "max", t), {}))
                         for t in ("compresh", "nginx"))
-        floor_eff = [(t, per_cpu_second(runs.get(("max", "max", t), {}))) for t, _ in floors]
-        floor_eff = [f", the {t} floor {eff / n_eff:.0%}" for t, eff in floor_eff if eff and n_eff]
+        floor_eff = [(noun, per_cpu_second(runs.get(("max", "max", t), {})))
+                     for t, _, noun in floors]
+        floor_eff = [f", {noun} {eff / n_eff:.0%}" for noun, eff in floor_eff if eff and n_eff]
         if c_eff and n_eff:
             out.append(f"Requests per CPU-second at max throughput: compresh {c_eff / n_eff:.0%} "
                        "of nginx's" + "".join(floor_eff) + ".")

@@ -104,8 +104,19 @@ impl TestGateway {
         Self::start_with(GatewayConfig::default()).await
     }
 
-    /// Start with a configuration of the test's choosing.
-    pub async fn start_with(config: GatewayConfig) -> Self {
+    /// Start with a configuration of the test's choosing. With `COMPRESH_E2E_NO_RAW_LANE` set
+    /// the gateway serves every connection with hyper, so the whole suite checks that path too
+    /// (`.ci/run` runs it both ways).
+    pub async fn start_with(mut config: GatewayConfig) -> Self {
+        if std::env::var_os("COMPRESH_E2E_NO_RAW_LANE").is_some() {
+            config.raw_lane = false;
+        }
+        Self::start_exactly(config).await
+    }
+
+    /// [`TestGateway::start_with`] whatever the environment says (for tests that compare the
+    /// two paths).
+    pub async fn start_exactly(config: GatewayConfig) -> Self {
         let mock = MockProvider::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let data = DataDir::open(dir.path(), None).expect("open data dir");

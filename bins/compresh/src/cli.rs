@@ -105,6 +105,10 @@ struct ServeArgs {
     /// With one, the server runs on a single-threaded runtime.
     #[arg(long, env = "COMPRESH_WORKER_THREADS")]
     worker_threads: Option<std::num::NonZeroUsize>,
+    /// Serve every connection with hyper: turns off the raw HTTP/1.1 lane for plain-HTTP
+    /// providers (for comparison, or if the lane misbehaves).
+    #[arg(long, env = "COMPRESH_NO_RAW_LANE", value_parser = clap::builder::BoolishValueParser::new())]
+    no_raw_lane: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +287,7 @@ fn serve(data: DataDir, args: ServeArgs) -> anyhow::Result<()> {
             ..ForwardConfig::default()
         },
         admin_token,
+        raw_lane: !args.no_raw_lane,
         dashboard: crate::dashboard::DashboardConfig {
             signup: args.signup,
             ..crate::dashboard::DashboardConfig::default()

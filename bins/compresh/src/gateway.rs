@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub admin_token: Option<AdminToken>,
     /// Web dashboard settings (sign-up mode, session lifetime, login throttling).
     pub dashboard: crate::dashboard::DashboardConfig,
+    /// Serve plain-HTTP-provider traffic on the raw HTTP/1.1 lane (see `lane`); `false` serves
+    /// every connection with hyper.
+    pub raw_lane: bool,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +63,7 @@ impl Default for GatewayConfig {
             usage: UsageConfig::default(),
             admin_token: None,
             dashboard: crate::dashboard::DashboardConfig::default(),
+            raw_lane: true,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct Gateway {
     body_limit: usize,
     admin_token: Option<AdminToken>,
     dashboard: crate::dashboard::Dashboard,
+    raw_lane: bool,
 }
 
 /// What the access log line says about one request; filled in as the request proceeds.
@@ -141,6 +146,7 @@ impl Gateway {
             upstreams: UpstreamCache::default(),
             body_limit: config.body_limit,
             admin_token: config.admin_token,
+            raw_lane: config.raw_lane,
         })
     }
 
@@ -169,6 +175,26 @@ impl Gateway {
     /// The admin token, when the admin API is enabled.
     pub fn admin_token(&self) -> Option<&AdminToken> {
         self.admin_token.as_ref()
+    }
+
+    pub(crate) fn upstreams(&self) -> &UpstreamCache {
+        &self.upstreams
+    }
+
+    pub(crate) fn forward_config(&self) -> &ForwardConfig {
+        self.forwarder.config()
+    }
+
+    pub(crate) fn usage(&self) -> &UsageRecorder {
+        &self.usage
+    }
+
+    pub(crate) fn raw_lane(&self) -> bool {
+        self.raw_lane
+    }
+
+    pub(crate) fn body_limit(&self) -> usize {
+        self.body_limit
     }
 
     pub(crate) fn limiter(&self) -> &KeyedLimiter<String> {
@@ -349,19 +375,13 @@ impl Gateway {
         body: Bytes,
         record: &mut RequestRecord,
     ) -> Bytes {
-        if kind == "anthropic"
-            || parts.method != Method::POST
-            || parts.uri.path() != "/v1/chat/completions"
-        {
-            return body;
-        }
-        match plan_stream(&body) {
-            StreamPlan::Injected(rewritten) => {
+        match ask_for_usage(kind, &parts.method, parts.uri.path(), &body) {
+            Some(rewritten) => {
                 record.strip_usage = true;
                 self.metrics.count_usage_injected();
                 rewritten
             }
-            StreamPlan::ClientAsked | StreamPlan::Unchanged => body,
+            None => body,
         }
     }
 
@@ -444,6 +464,18 @@ impl Gateway {
     }
 }
 
+/// The body with `include_usage` added, when the gateway asks for usage on the client's behalf
+/// (see [`Gateway::ask_for_usage`]).
+pub(crate) fn ask_for_usage(kind: &str, method: &Method, path: &str, body: &[u8]) -> Option<Bytes> {
+    if kind == "anthropic" || method != Method::POST || path != "/v1/chat/completions" {
+        return None;
+    }
+    match plan_stream(body) {
+        StreamPlan::Injected(rewritten) => Some(rewritten),
+        StreamPlan::ClientAsked | StreamPlan::Unchanged => None,
+    }
+}
+
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
@@ -514,7 +546,7 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Deci
 
 /// `ms` as a header value; below 100 (nearly always, for the gateway's own time) a static
 /// one, which costs no allocation.
-fn millis_value(ms: u64) -> HeaderValue {
+pub(crate) fn millis_value(ms: u64) -> HeaderValue {
     /// `"00" "01" … "99"`, from which the digits of 0..100 are sliced.
     static PAIRS: [u8; 200] = crate::logging::DIGIT_PAIRS;
     let digits: &'static [u8] = match ms {
@@ -602,13 +634,25 @@ pub(crate) fn authenticate<'a>(
 ) -> Result<&'a ApiKeyRecord, GatewayError> {
     // `x-api-key` is looked up only when `Authorization` does not carry the key: one hash and
     // probe less for every `Bearer` request.
-    let key = extract_key_with(
+    authenticate_with(
         headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
         || headers.get(X_API_KEY).map(HeaderValue::as_bytes),
+        snapshot,
+        now,
     )
-    .map_err(|error| match error {
+}
+
+/// [`authenticate`] from the raw `Authorization` value and, when that carries no key, the
+/// `x-api-key` value.
+pub(crate) fn authenticate_with<'a, 'h>(
+    authorization: Option<&'h [u8]>,
+    x_api_key: impl FnOnce() -> Option<&'h [u8]>,
+    snapshot: &'a compresh_store::Snapshot,
+    now: i64,
+) -> Result<&'a ApiKeyRecord, GatewayError> {
+    let key = extract_key_with(authorization, x_api_key).map_err(|error| match error {
         KeyError::Missing => GatewayError::unauthenticated(
             "missing_api_key",
             "no API key: send Authorization: Bearer comp_... or x-api-key: comp_...",
@@ -655,7 +699,7 @@ fn optional_headers(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&Heade
     (session, provider)
 }
 
-fn chosen_provider(
+pub(crate) fn chosen_provider(
     provider_header: Option<&HeaderValue>,
     path: &str,
 ) -> Result<Cow<'static, str>, GatewayError> {
@@ -678,7 +722,7 @@ fn chosen_provider(
 }
 
 /// Checks the body is a JSON object and returns its `model`; GET-style requests have no body.
-fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, GatewayError> {
+pub(crate) fn request_model(method: &Method, body: &[u8]) -> Result<Option<String>, GatewayError> {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow, default)]
@@ -716,7 +760,7 @@ pub(crate) fn session_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// The client's session id if it sent a usable one, else a new random one.
-fn session_id_from(client: Option<&HeaderValue>) -> HeaderValue {
+pub(crate) fn session_id_from(client: Option<&HeaderValue>) -> HeaderValue {
     client
         .filter(|value| !value.is_empty() && value.len() <= 128)
         .cloned()

@@ -21,6 +21,7 @@ pub mod dashboard;
 pub mod error;
 pub mod gateway;
 pub mod key_usage;
+mod lane;
 pub mod logging;
 pub mod master_keys;
 pub mod metrics;

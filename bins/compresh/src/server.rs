@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use compresh_forward::UpstreamAffinity;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
+use crate::lane::{self, Ended, Rewind};
 
 /// The client's socket address, attached to every request as an extension (the dashboard
 /// throttles logins per client address).
@@ -35,6 +37,8 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    // Tells lane connections to close between requests (hyper's are told by `graceful`).
+    let (lane_shutdown, lane_shutdown_seen) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -50,26 +54,31 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let gateway = Arc::clone(&gateway);
-                // This connection's own upstream connection, driven by its task (below).
-                let affinity = UpstreamAffinity::new();
-                let requests_affinity = affinity.clone();
-                let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ClientAddr(peer));
-                    request.extensions_mut().insert(requests_affinity.clone());
-                    let gateway = Arc::clone(&gateway);
-                    async move { Ok::<_, Infallible>(gateway.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let builder = builder.clone();
+                // Held for the connection's whole life: `graceful.shutdown()` waits for it.
+                let watcher = graceful.watcher();
+                let lane_shutdown = lane_shutdown_seen.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = affinity.drive(connection).await {
-                        tracing::debug!("connection ended with an error: {error}");
-                    }
+                    let (stream, replay) = if gateway.raw_lane() {
+                        match lane::serve(Arc::clone(&gateway), stream, lane_shutdown).await {
+                            Ok(Ended::Handover(stream, replay)) => (stream, replay),
+                            Ok(Ended::Closed) => return,
+                            Err(error) => {
+                                tracing::debug!("connection ended with an error: {error}");
+                                return;
+                            }
+                        }
+                    } else {
+                        (stream, Bytes::new())
+                    };
+                    serve_with_hyper(&builder, gateway, Rewind::new(replay, stream), peer, watcher)
+                        .await;
                 });
             }
             () = &mut shutdown => break,
         }
     }
+    let _ = lane_shutdown.send(true);
     drop(listener);
     tracing::info!(
         "shutting down: waiting up to {}s for in-flight requests",
@@ -81,6 +90,31 @@ pub async fn serve(
     }
     // Finished requests have queued their usage rows; write them all before returning.
     gateway.shutdown().await;
+}
+
+/// Serves a connection with hyper (HTTP/1.1 or HTTP/2), the lane's bytes replayed first.
+async fn serve_with_hyper(
+    builder: &auto::Builder<TokioExecutor>,
+    gateway: Arc<Gateway>,
+    io: Rewind<TcpStream>,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    // This connection's own upstream connection, driven by its task (below).
+    let affinity = UpstreamAffinity::new();
+    let requests_affinity = affinity.clone();
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ClientAddr(peer));
+        request.extensions_mut().insert(requests_affinity.clone());
+        let gateway = Arc::clone(&gateway);
+        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(error) = affinity.drive(watcher.watch(connection)).await {
+        tracing::debug!("connection ended with an error: {error}");
+    }
 }
 
 /// A server running on a background task (used by `serve` and by tests).

@@ -37,7 +37,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, upstream: &Upstream) {
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(HOST, upstream.host_header().clone());
-    if upstream.kind() == ProviderKind::Anthropic && !headers.contains_key(ANTHROPIC_VERSION) {
+    if needs_anthropic_version(upstream, headers.contains_key(ANTHROPIC_VERSION)) {
         headers.insert(
             ANTHROPIC_VERSION,
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
@@ -126,6 +126,33 @@ impl Doomed {
     }
 }
 
+/// `Proxy-*` headers are hop-by-hop; `X-Compresh-*` are the gateway's own and never reach a
+/// provider.
+fn dropped_by_prefix(name: &str, direction: Direction) -> bool {
+    name.starts_with("proxy-")
+        || (direction == Direction::Request && name.starts_with("x-compresh-"))
+}
+
+/// Whether [`rewrite_request_headers`] drops or replaces a client header of this (lowercase)
+/// name, leaving aside the names a `Connection` header lists: the same rules for a request that
+/// never becomes a [`HeaderMap`] (see [`crate::wire`]).
+pub(crate) fn request_drops(lowercase_name: &str) -> bool {
+    fixed_bit(lowercase_name, Direction::Request) != 0
+        || dropped_by_prefix(lowercase_name, Direction::Request)
+}
+
+/// Whether [`strip_hop_by_hop`] drops a response header of this (lowercase) name, leaving aside
+/// the names a `Connection` header lists.
+pub(crate) fn response_drops(lowercase_name: &str) -> bool {
+    fixed_bit(lowercase_name, Direction::Response) != 0
+        || dropped_by_prefix(lowercase_name, Direction::Response)
+}
+
+/// The `Anthropic-Version` default applies (see [`rewrite_request_headers`]).
+pub(crate) fn needs_anthropic_version(upstream: &Upstream, client_sent_one: bool) -> bool {
+    upstream.kind() == ProviderKind::Anthropic && !client_sent_one
+}
+
 /// One pass over the names (no hashing) deciding what to remove, so that absent headers cost
 /// no `HeaderMap::remove` lookups.
 fn scan(headers: &HeaderMap, direction: Direction) -> Doomed {
@@ -138,9 +165,7 @@ fn scan(headers: &HeaderMap, direction: Direction) -> Doomed {
         let bit = fixed_bit(text, direction);
         if bit != 0 {
             doomed.fixed |= bit;
-        } else if text.starts_with("proxy-")
-            || (direction == Direction::Request && text.starts_with("x-compresh-"))
-        {
+        } else if dropped_by_prefix(text, direction) {
             doomed.other.push(name.clone());
         }
     }

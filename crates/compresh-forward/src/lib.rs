@@ -105,6 +105,7 @@ mod forwarder;
 mod headers;
 mod provider;
 mod tls;
+pub mod wire;
 
 pub use affinity::{Drive, UpstreamAffinity};
 pub use error::{ForwardError, UnreachableReason};

@@ -259,22 +259,22 @@ impl Upstream {
     }
 
     /// The `Host` header value (the base URL's authority).
-    pub(crate) fn host_header(&self) -> &HeaderValue {
+    pub fn host_header(&self) -> &HeaderValue {
         &self.inner.host
     }
 
     /// The base URL's authority (`host[:port]`).
-    pub(crate) fn authority(&self) -> &Authority {
+    pub fn authority(&self) -> &Authority {
         &self.inner.authority
     }
 
     /// Whether the base URL is `http://` (no TLS, so no HTTP/2 by ALPN either).
-    pub(crate) fn is_plain_http(&self) -> bool {
+    pub fn is_plain_http(&self) -> bool {
         self.inner.scheme == Scheme::HTTP
     }
 
     /// The credential header to set, if any.
-    pub(crate) fn credential(&self) -> Option<&(HeaderName, HeaderValue)> {
+    pub fn credential(&self) -> Option<&(HeaderName, HeaderValue)> {
         self.inner.credential.as_ref()
     }
 }

@@ -23,7 +23,9 @@
 //!   tests can check path mapping, header hygiene and connection reuse.
 //! - **Scriptable**: [`MockProvider::enqueue`] queues [`MockResponse`]s that the next requests pop
 //!   in order: a fixed response, a stream the test releases chunk by chunk ([`Gate`]) and that
-//!   reports when the client went away, or silence for timeout tests.
+//!   reports when the client went away, a body sent in chunked frames, or silence for timeout
+//!   tests. [`MockProvider::set_close_connections`] makes the mock close every connection after
+//!   its response, as some providers and proxies do.
 //! - **Cheap per request** (it is the upstream of a proxy-overhead benchmark): the default
 //!   non-stream bodies are serialised once at start-up and shared; bodies are a small enum, not a
 //!   boxed trait object. Recording can be switched off with [`MockProvider::set_recording`] for
@@ -148,6 +150,16 @@ pub enum MockResponse {
         /// The test's handle on the stream.
         gate: Gate,
     },
+    /// Like [`MockResponse::Fixed`], but the body goes out as one frame per element with no
+    /// `content-length` (unless `headers` sets one), so it is sent `Transfer-Encoding: chunked`.
+    Chunked {
+        /// Status code.
+        status: u16,
+        /// Headers, in order (repeated names are all sent).
+        headers: Vec<(String, String)>,
+        /// Body frames, each sent as its own chunk.
+        chunks: Vec<Bytes>,
+    },
     /// Read the request, then never send response headers (for timeout tests).
     Silent,
 }
@@ -163,6 +175,8 @@ pub struct MockProvider {
 struct Shared {
     routes: routes::Routes,
     recording: AtomicBool,
+    /// Serve one request per connection: answer with `connection: close`, then close.
+    close_connections: AtomicBool,
     requests: Mutex<Vec<RecordedRequest>>,
     queue: Mutex<VecDeque<MockResponse>>,
     next_request_id: AtomicU64,
@@ -207,6 +221,7 @@ impl MockProvider {
         let shared = Arc::new(Shared {
             routes: routes::Routes::new(config.stream_chunks, config.stream_gap),
             recording: AtomicBool::new(true),
+            close_connections: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
             queue: Mutex::new(VecDeque::new()),
             next_request_id: AtomicU64::new(1),
@@ -256,6 +271,15 @@ impl MockProvider {
     /// log keeps every request, body included, until the mock is dropped.
     pub fn set_recording(&self, enabled: bool) {
         self.shared.recording.store(enabled, Ordering::SeqCst);
+    }
+
+    /// When on, every connection accepted from now on serves one request: its response carries
+    /// `connection: close` and the mock closes the connection after it (off by default:
+    /// keep-alive).
+    pub fn set_close_connections(&self, enabled: bool) {
+        self.shared
+            .close_connections
+            .store(enabled, Ordering::SeqCst);
     }
 
     /// TCP connections accepted so far.
@@ -333,8 +357,12 @@ async fn accept_loop(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let service_shared = Arc::clone(&shared);
+            let service = service_fn(move |request| handle(Arc::clone(&service_shared), request));
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            if shared.close_connections.load(Ordering::SeqCst) {
+                builder.http1().keep_alive(false);
+            }
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 // Connection errors (peer reset, malformed request) only end this connection.
@@ -372,7 +400,16 @@ async fn handle(
             status,
             headers,
             body,
-        }) => Some(fixed(status, &headers, body)),
+        }) => Some(fixed(status, &headers, MockBody::full(body))),
+        Some(MockResponse::Chunked {
+            status,
+            headers,
+            chunks,
+        }) => Some(fixed(
+            status,
+            &headers,
+            MockBody::frames(chunks, Duration::ZERO),
+        )),
         Some(MockResponse::GatedStream { chunks, gate }) => Some(gated(chunks, gate)),
     };
     if shared.recording.load(Ordering::Relaxed) {
@@ -390,7 +427,7 @@ async fn handle(
     }
 }
 
-fn fixed(status: u16, headers: &[(String, String)], body: Bytes) -> Response<MockBody> {
+fn fixed(status: u16, headers: &[(String, String)], body: MockBody) -> Response<MockBody> {
     let Ok(status) = StatusCode::from_u16(status) else {
         return routes::openai_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -398,7 +435,7 @@ fn fixed(status: u16, headers: &[(String, String)], body: Bytes) -> Response<Moc
             "mock_script_error",
         );
     };
-    let mut response = Response::new(MockBody::full(body));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     for (name, value) in headers {
         let parsed = (
@@ -461,16 +498,16 @@ mod tests {
             ("x-a".to_owned(), "1".to_owned()),
             ("X-A".to_owned(), "2".to_owned()),
         ];
-        let response = fixed(418, &headers, Bytes::from_static(b"teapot"));
+        let response = fixed(418, &headers, MockBody::full(Bytes::from_static(b"teapot")));
         assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
         let values: Vec<_> = response.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
 
         let bad_value = vec![("x-a".to_owned(), "line\nbreak".to_owned())];
-        let response = fixed(200, &bad_value, Bytes::new());
+        let response = fixed(200, &bad_value, MockBody::full(Bytes::new()));
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
-            fixed(99, &[], Bytes::new()).status(),
+            fixed(99, &[], MockBody::full(Bytes::new())).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }

@@ -437,6 +437,53 @@ async fn an_invalid_scripted_response_is_a_visible_500() {
 }
 
 #[tokio::test]
+async fn chunked_responses_are_sent_chunked_frame_by_frame() {
+    let mock = MockProvider::start().await;
+    mock.enqueue(MockResponse::Chunked {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        chunks: vec![Bytes::from("{\"a\":"), Bytes::from("1}")],
+    });
+    let mut client = Client::connect(&mock).await;
+    let response = client.get("/v1/models").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(header(&response, "transfer-encoding"), "chunked");
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(header(&response, "content-type"), "application/json");
+    let mut body = response.into_body();
+    assert_eq!(next(&mut body).await, "{\"a\":");
+    assert_eq!(next(&mut body).await, "1}");
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn close_connections_serves_one_request_per_connection() {
+    let mock = MockProvider::start().await;
+    mock.set_close_connections(true);
+    for round in 1..=2 {
+        let mut client = Client::connect(&mock).await;
+        let response = client.post("/v1/chat/completions", chat_request("m")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "connection"), "close");
+        assert_eq!(body_json(response).await["object"], "chat.completion");
+        let ended = tokio::time::timeout(PATIENCE, client.connection).await;
+        assert!(ended.is_ok(), "the mock closed the connection");
+        assert_eq!(mock.connections_accepted(), round);
+    }
+    assert!(mock.wait_connections_open(0, PATIENCE).await);
+
+    // Switched off, new connections are kept alive again.
+    mock.set_close_connections(false);
+    let mut client = Client::connect(&mock).await;
+    for _ in 0..2 {
+        let response = client.get("/v1/models").await;
+        assert!(response.headers().get("connection").is_none());
+        let _ = body_bytes(response).await;
+    }
+    assert_eq!(mock.connections_accepted(), 3);
+}
+
+#[tokio::test]
 async fn silent_records_the_request_but_never_answers() {
     let mock = MockProvider::start().await;
     mock.enqueue(MockResponse::Silent);

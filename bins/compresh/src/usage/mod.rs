@@ -73,9 +73,18 @@ pub enum Observe {
 impl Observe {
     /// Choose by the response's content type; `stripping` when include_usage was injected.
     pub fn for_response(headers: &HeaderMap, stripping: bool) -> Self {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
+        Self::for_content_type(
+            headers
+                .get(header::CONTENT_TYPE)
+                .map(|value| value.as_bytes()),
+            stripping,
+        )
+    }
+
+    /// [`Observe::for_response`] from the `Content-Type` value alone.
+    pub fn for_content_type(content_type: Option<&[u8]>, stripping: bool) -> Self {
+        let content_type = content_type
+            .and_then(|value| std::str::from_utf8(value).ok())
             .unwrap_or("")
             .to_ascii_lowercase();
         if content_type.starts_with("text/event-stream") {
@@ -99,24 +108,22 @@ enum Mode {
     Strip(SseStripper),
 }
 
-/// The response body wrapper that observes tokens and sends the usage record at the end.
-pub struct ObservedBody {
-    inner: GatewayBody,
+/// Reads an answer's bytes for tokens as they pass and sends the usage record at the end: the
+/// part of [`ObservedBody`] that does not depend on how the body is carried (the raw lane feeds
+/// it bytes itself).
+pub struct Observation {
     mode: Mode,
     tokens: Tokens,
     /// `None` for requests without a valid key: nothing is recorded.
     record: Option<(UsageDraft, UsageSink)>,
     metrics: Arc<Metrics>,
-    /// No more frames will be returned.
-    ended: bool,
     /// The record was sent and the active-streams gauge decremented.
     finished: bool,
 }
 
-impl ObservedBody {
-    /// Wrap `inner`; counts as an active stream until it ends or is dropped.
+impl Observation {
+    /// Counts as an active stream until [`Observation::finish`] or drop.
     pub fn new(
-        inner: GatewayBody,
         observe: Observe,
         record: Option<(UsageDraft, UsageSink)>,
         metrics: Arc<Metrics>,
@@ -130,17 +137,22 @@ impl ObservedBody {
             Observe::StripSse => Mode::Strip(SseStripper::default()),
         };
         Self {
-            inner,
             mode,
             tokens: Tokens::default(),
             record,
             metrics,
-            ended: false,
             finished: false,
         }
     }
 
-    fn observe(&mut self, data: Bytes) -> Bytes {
+    /// Whether [`Observation::observe`] may change the bytes (and so their length).
+    pub fn rewrites(&self) -> bool {
+        matches!(self.mode, Mode::Strip(_))
+    }
+
+    /// Reads `data`; returns what the client gets of it (all of it unless stripping, which may
+    /// hold back a partial event).
+    pub fn observe(&mut self, data: Bytes) -> Bytes {
         match &mut self.mode {
             Mode::Nothing => data,
             Mode::Json(scanner) => {
@@ -155,8 +167,16 @@ impl ObservedBody {
         }
     }
 
+    /// The body ended: what stripping still held back, for the client.
+    pub fn end(&mut self) -> Bytes {
+        match &mut self.mode {
+            Mode::Strip(stripper) => stripper.finish(&mut self.tokens),
+            _ => Bytes::new(),
+        }
+    }
+
     /// Send the record (once) with what was seen, and leave the active-streams gauge.
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
@@ -183,6 +203,36 @@ impl ObservedBody {
     }
 }
 
+impl Drop for Observation {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The response body wrapper that observes tokens and sends the usage record at the end.
+pub struct ObservedBody {
+    inner: GatewayBody,
+    observation: Observation,
+    /// No more frames will be returned.
+    ended: bool,
+}
+
+impl ObservedBody {
+    /// Wrap `inner`; counts as an active stream until it ends or is dropped.
+    pub fn new(
+        inner: GatewayBody,
+        observe: Observe,
+        record: Option<(UsageDraft, UsageSink)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner,
+            observation: Observation::new(observe, record, metrics),
+            ended: false,
+        }
+    }
+}
+
 impl Body for ObservedBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -200,8 +250,8 @@ impl Body for ObservedBody {
                 Some(Ok(frame)) => {
                     let frame = match frame.into_data() {
                         Ok(data) => {
-                            let data = this.observe(data);
-                            if data.is_empty() && matches!(this.mode, Mode::Strip(_)) {
+                            let data = this.observation.observe(data);
+                            if data.is_empty() && this.observation.rewrites() {
                                 // Everything so far was held back or stripped; read on.
                                 continue;
                             }
@@ -209,25 +259,22 @@ impl Body for ObservedBody {
                         }
                         Err(other) => other,
                     };
-                    if !matches!(this.mode, Mode::Strip(_)) && this.inner.is_end_stream() {
+                    if !this.observation.rewrites() && this.inner.is_end_stream() {
                         // hyper may not poll again once the body says it is done.
                         this.ended = true;
-                        this.finish();
+                        this.observation.finish();
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Some(Err(error)) => {
                     this.ended = true;
-                    this.finish();
+                    this.observation.finish();
                     return Poll::Ready(Some(Err(error)));
                 }
                 None => {
                     this.ended = true;
-                    let rest = match &mut this.mode {
-                        Mode::Strip(stripper) => stripper.finish(&mut this.tokens),
-                        _ => Bytes::new(),
-                    };
-                    this.finish();
+                    let rest = this.observation.end();
+                    this.observation.finish();
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
             }
@@ -235,20 +282,15 @@ impl Body for ObservedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || (!matches!(self.mode, Mode::Strip(_)) && self.inner.is_end_stream())
+        self.ended || (!self.observation.rewrites() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.mode {
+        if self.observation.rewrites() {
             // Stripping changes the length.
-            Mode::Strip(_) => SizeHint::default(),
-            _ => self.inner.size_hint(),
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
         }
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

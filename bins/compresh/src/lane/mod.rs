@@ -1,0 +1,107 @@
+//! The raw HTTP/1.1 lane: proxied requests served on the socket, without hyper.
+//!
+//! hyper's HTTP/1 server and client cost about 17 µs of CPU per proxied request on the benchmark
+//! machine, more than the gateway's own work (`benches/RESULTS.md`, eighth pass). For the
+//! traffic that dominates a gateway (a `POST /v1/...` with a `Content-Length` body, kept alive,
+//! to a plain-`http://` provider such as a local OpenAI-compatible server) the lane parses the
+//! request in place with `httparse`, runs the same checks as [`Gateway::handle`], writes the
+//! upstream request from the client's own header lines ([`compresh_forward::wire`]) and relays
+//! the answer piece by piece, observing usage on the way.
+//!
+//! The lane serves a request only when it can answer it exactly as hyper's path would. Anything
+//! else is handed to hyper *before* the lane has changed any state: another method or route,
+//! HTTP/1.0, `Expect`, `Upgrade`, chunked request bodies, `Connection: close`, an HTTP/2
+//! preface, a malformed head, a failed check (hyper's path then answers 401/403/400/429/413 as
+//! it always has), an `https://` provider. The bytes read so far are replayed to hyper
+//! ([`rewind::Rewind`]), which serves the connection from then on. The commit point is the rate
+//! limiter: once it has counted the request, the lane answers it itself, including the
+//! gateway's own errors (503 unreachable, 504 timeout, 502 upstream failure).
+
+mod relay;
+mod request;
+mod rewind;
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use self::request::{parse, Parse};
+pub(crate) use self::rewind::Rewind;
+use crate::gateway::Gateway;
+
+/// A request head larger than this goes to hyper (whose limit is about 400 KiB).
+const MAX_LANE_HEAD: usize = 64 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How a lane connection ended.
+pub(crate) enum Ended {
+    /// The client closed it, or the server is shutting down.
+    Closed,
+    /// hyper serves the rest: the client's stream and the bytes already read from it.
+    Handover(TcpStream, Bytes),
+}
+
+/// Serves `client` until it closes, the server shuts down (`shutdown` turns true: the
+/// connection closes between requests), or a request must go to hyper.
+///
+/// # Errors
+/// Reading or writing the client failed, or the provider's answer broke off after its head;
+/// the connection is closed (a partial answer cannot be taken back).
+pub(crate) async fn serve(
+    gateway: Arc<Gateway>,
+    client: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<Ended> {
+    let mut connection = relay::Connection::new(&gateway, client);
+    let mut inbound = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let request = loop {
+            match parse(&inbound, gateway.body_limit()) {
+                Parse::Lane(request) => break request,
+                Parse::Handover => return Ok(connection.hand_over(inbound)),
+                Parse::Partial if inbound.len() > MAX_LANE_HEAD => {
+                    return Ok(connection.hand_over(inbound));
+                }
+                Parse::Partial => {}
+            }
+            // Between requests a shutdown closes the connection, as hyper's graceful shutdown
+            // does for idle keep-alive connections.
+            let idle = inbound.is_empty();
+            inbound.reserve(READ_CHUNK);
+            tokio::select! {
+                read = connection.client().read_buf(&mut inbound) => {
+                    if read? == 0 {
+                        return Ok(Ended::Closed);
+                    }
+                }
+                () = signalled(&mut shutdown), if idle => return Ok(Ended::Closed),
+            }
+        };
+        let total = request.head_len + request.body_len;
+        while inbound.len() < total {
+            inbound.reserve(total - inbound.len());
+            if connection.client().read_buf(&mut inbound).await? == 0 {
+                return Ok(Ended::Closed);
+            }
+        }
+        if !connection.serve(&mut inbound, &request).await? {
+            return Ok(connection.hand_over(inbound));
+        }
+        if *shutdown.borrow() {
+            return Ok(Ended::Closed);
+        }
+    }
+}
+
+/// Resolves once `shutdown` is (or turns) true; never if its sender is gone without that.
+async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

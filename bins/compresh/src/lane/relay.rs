@@ -1,0 +1,583 @@
+//! One lane request: the checks, the commit, the upstream exchange and the relayed answer.
+
+use std::borrow::Cow;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use compresh_forward::wire::{
+    push_decimal, write_request_head, BodyReader, Framing, Piece, ResponseHead, WireConnection,
+};
+use compresh_forward::{ForwardError, Upstream};
+use compresh_keys::KeyId;
+use compresh_ratelimit::Decision;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::request::LaneRequest;
+use super::Ended;
+use crate::error::GatewayError;
+use crate::gateway::{
+    ask_for_usage, authenticate_with, chosen_provider, insert_rate_limit_headers, millis_value,
+    request_model, session_id_from, unix_now, Gateway, OVERHEAD_OUT, SESSION_ID_OUT,
+};
+use crate::ops::rpm_override;
+use crate::restrictions::{model_allowed, provider_allowed};
+use crate::usage::{Observation, Observe, UsageDraft};
+
+/// A client connection on the lane and its own upstream connection.
+pub(super) struct Connection<'g> {
+    gateway: &'g Gateway,
+    client: TcpStream,
+    /// Kept between requests while the provider keeps it alive.
+    upstream: Option<WireConnection>,
+    /// The bytes being written next (upstream request, or answer head and body).
+    out: Vec<u8>,
+}
+
+/// A request that passed every check and was counted by the limiter.
+struct Committed {
+    key_id: KeyId,
+    account_id: i64,
+    account: String,
+    provider: Cow<'static, str>,
+    model: Option<String>,
+    upstream: Arc<Upstream>,
+    /// The upstream URI of the request.
+    target: Uri,
+    decision: Decision,
+    session: HeaderValue,
+    strip_usage: bool,
+    started: Instant,
+}
+
+/// The answer to a committed request, as far as its head.
+struct Answered {
+    status: u16,
+    upstream_status: u16,
+    upstream_time: Duration,
+}
+
+impl<'g> Connection<'g> {
+    pub(super) fn new(gateway: &'g Gateway, client: TcpStream) -> Self {
+        Self {
+            gateway,
+            client,
+            upstream: None,
+            out: Vec::with_capacity(8 * 1024),
+        }
+    }
+
+    pub(super) fn client(&mut self) -> &mut TcpStream {
+        &mut self.client
+    }
+
+    pub(super) fn hand_over(self, inbound: BytesMut) -> Ended {
+        Ended::Handover(self.client, inbound.freeze())
+    }
+
+    /// Serves the complete request at the front of `inbound` and removes it; `Ok(false)` when
+    /// hyper must serve it instead (then nothing was changed, `inbound` included).
+    pub(super) async fn serve(
+        &mut self,
+        inbound: &mut BytesMut,
+        request: &LaneRequest,
+    ) -> io::Result<bool> {
+        let started = Instant::now();
+        let total = request.head_len + request.body_len;
+        let Some((committed, forwarded_body)) = self.commit(&inbound[..total], request, started)
+        else {
+            return Ok(false);
+        };
+        let message = &inbound[..total];
+        self.out.clear();
+        let path_and_query = committed
+            .target
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str());
+        let headers = request
+            .headers
+            .iter()
+            .map(|(name, value)| (&message[name.clone()], &message[value.clone()]));
+        let body = forwarded_body
+            .as_deref()
+            .unwrap_or(&message[request.head_len..]);
+        write_request_head(
+            &mut self.out,
+            "POST",
+            path_and_query,
+            headers,
+            &committed.upstream,
+            body.len(),
+        );
+        self.out.extend_from_slice(body);
+        let answered = self.forward_and_answer(&committed).await;
+        // httparse checked the request target is text.
+        let target = std::str::from_utf8(&message[request.target.clone()]).unwrap_or("/");
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let path = path.to_owned();
+        inbound.advance(total);
+        match answered {
+            Ok(answered) => {
+                self.account(&committed, &path, &answered);
+                Ok(true)
+            }
+            Err(RelayFailure::Gateway(error, upstream_time)) => {
+                let answered = self.answer_error(&committed, error, upstream_time).await?;
+                self.account(&committed, &path, &answered);
+                Ok(true)
+            }
+            Err(RelayFailure::Io(error)) => Err(error),
+        }
+    }
+
+    /// Runs [`Gateway::handle`]'s checks on a complete request; `None` (hand over) when any
+    /// fails or the limiter refuses. Nothing but the limiter's count changes here, and only
+    /// when the request is committed.
+    fn commit(
+        &self,
+        message: &[u8],
+        request: &LaneRequest,
+        started: Instant,
+    ) -> Option<(Committed, Option<Bytes>)> {
+        let gateway = self.gateway;
+        let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &message[r]);
+        let snapshot = gateway.store().snapshot();
+        let key = authenticate_with(
+            value(&request.authorization),
+            || value(&request.x_api_key),
+            &snapshot,
+            unix_now(),
+        )
+        .ok()?;
+        let account = snapshot.account(key.account_id)?;
+        if !account.active {
+            return None;
+        }
+        let provider_header = match value(&request.provider) {
+            Some(bytes) => Some(HeaderValue::from_bytes(bytes).ok()?),
+            None => None,
+        };
+        let target = std::str::from_utf8(&message[request.target.clone()]).ok()?;
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let provider_name = chosen_provider(provider_header.as_ref(), path).ok()?;
+        if !provider_allowed(key, &provider_name) {
+            return None;
+        }
+        let provider = snapshot.provider(key.account_id, &provider_name)?;
+        let body = &message[request.head_len..];
+        let model = request_model(&Method::POST, body).ok()?;
+        if !model_allowed(key, model.as_deref()) {
+            return None;
+        }
+        let upstream = gateway
+            .upstreams()
+            .get(provider, gateway.master_keys())
+            .ok()?;
+        if !upstream.is_plain_http() {
+            return None;
+        }
+        let target = upstream.target_uri(target).ok()?;
+        let forwarded_body = ask_for_usage(&provider.kind, &Method::POST, path, body);
+
+        let policy = gateway.tiers().policy_for(&account.plan, rpm_override(key));
+        let decision = gateway.limiter().check(key.id.as_str(), &policy);
+        if !decision.allowed {
+            return None;
+        }
+        // Committed: from here on the lane answers, whatever happens.
+        if forwarded_body.is_some() {
+            gateway.metrics().count_usage_injected();
+        }
+        let session = match value(&request.session) {
+            Some(bytes) => session_id_from(HeaderValue::from_bytes(bytes).ok().as_ref()),
+            None => session_id_from(None),
+        };
+        Some((
+            Committed {
+                key_id: key.id.clone(),
+                account_id: key.account_id,
+                account: account.name.clone(),
+                provider: provider_name,
+                model,
+                upstream,
+                target,
+                decision,
+                session,
+                strip_usage: forwarded_body.is_some(),
+                started,
+            },
+            forwarded_body,
+        ))
+    }
+
+    /// Sends `self.out` upstream and relays the answer to the client.
+    async fn forward_and_answer(
+        &mut self,
+        committed: &Committed,
+    ) -> Result<Answered, RelayFailure> {
+        let config = self.gateway.forward_config();
+        let upstream = &*committed.upstream;
+        let sent = Instant::now();
+        let mut connection = self
+            .upstream
+            .take()
+            .filter(|connection| connection.reusable_for(upstream, config.pool_idle_timeout));
+        let exchange = async {
+            let connection = match &mut connection {
+                Some(connection) => connection,
+                None => connection
+                    .insert(WireConnection::connect(upstream, config.connect_timeout).await?),
+            };
+            connection.exchange(&self.out, upstream.name()).await
+        };
+        let head = match tokio::time::timeout(config.response_timeout, exchange).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(error)) => return Err(RelayFailure::Gateway(error, sent.elapsed())),
+            Err(_elapsed) => {
+                tracing::warn!(
+                    provider = upstream.name(),
+                    timeout_ms =
+                        u64::try_from(config.response_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "upstream response timed out"
+                );
+                let error = ForwardError::Timeout {
+                    provider: upstream.name().to_owned(),
+                    after: config.response_timeout,
+                };
+                return Err(RelayFailure::Gateway(error, sent.elapsed()));
+            }
+        };
+        let upstream_time = sent.elapsed();
+        let Some(mut connection) = connection else {
+            unreachable!("an exchange that answered had a connection");
+        };
+        let answered = Answered {
+            status: head.status,
+            upstream_status: head.status,
+            upstream_time,
+        };
+        let content_type = head
+            .content_type
+            .clone()
+            .map(|range| &connection.head_bytes()[range]);
+        let observe = Observe::for_content_type(content_type, committed.strip_usage);
+        let mut observation = self.observation(committed, observe, head.status);
+        let chunked =
+            self.write_answer_head(committed, &head, &connection, &observation, upstream_time);
+        let mut body = connection.body(&head);
+        self.relay_body(&mut connection, &mut body, &mut observation, chunked)
+            .await
+            .map_err(RelayFailure::Io)?;
+        observation.finish();
+        self.upstream = Some(connection);
+        Ok(answered)
+    }
+
+    /// Writes the client's answer head into `self.out`: the provider's status and end-to-end
+    /// headers, then the gateway's own (which replace the provider's of the same name, as
+    /// `HeaderMap::insert` does on hyper's path). Returns whether the body goes chunked.
+    fn write_answer_head(
+        &mut self,
+        committed: &Committed,
+        head: &ResponseHead,
+        connection: &WireConnection,
+        observation: &Observation,
+        upstream_time: Duration,
+    ) -> bool {
+        let out = &mut self.out;
+        out.clear();
+        let bytes = connection.head_bytes();
+        write_status_line_with(out, head.status, &bytes[head.reason.clone()]);
+        for (name, value) in &head.headers {
+            let name = &bytes[name.clone()];
+            if !set_by_gateway(name) {
+                write_header(out, name, &bytes[value.clone()]);
+            }
+        }
+        if !head.has_date {
+            write_date(out);
+        }
+        let chunked = match head.framing {
+            Framing::Empty if head.status == 204 || head.status == 304 => false,
+            Framing::Empty => {
+                out.extend_from_slice(b"content-length: 0\r\n");
+                false
+            }
+            Framing::Length(length) if !observation.rewrites() => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, length);
+                out.extend_from_slice(b"\r\n");
+                false
+            }
+            Framing::Length(_) | Framing::Chunked | Framing::UntilClose => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                true
+            }
+        };
+        let overhead = committed.started.elapsed().saturating_sub(upstream_time);
+        write_gateway_headers(out, committed, overhead);
+        out.extend_from_slice(b"\r\n");
+        chunked
+    }
+
+    /// Relays the body after the head in `self.out`, writing once per read from the provider.
+    async fn relay_body(
+        &mut self,
+        connection: &mut WireConnection,
+        body: &mut BodyReader,
+        observation: &mut Observation,
+        chunked: bool,
+    ) -> io::Result<()> {
+        // Watched while the provider is quiet: a client that goes away mid-stream ends the
+        // relay (and the provider's stream) at once, as hyper notices it on its read side.
+        // Bytes from the client (a pipelined request) stop the watch; they stay unread.
+        let mut watch_client = true;
+        loop {
+            match body.buffered(connection)? {
+                Piece::Data(data) => {
+                    let data = observation.observe(data);
+                    push_payload(&mut self.out, &data, chunked);
+                }
+                Piece::End => {
+                    let rest = observation.end();
+                    push_payload(&mut self.out, &rest, chunked);
+                    if chunked {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    return self.client.write_all(&self.out).await;
+                }
+                Piece::NeedRead => {
+                    if !self.out.is_empty() {
+                        self.client.write_all(&self.out).await?;
+                        self.out.clear();
+                    }
+                    tokio::select! {
+                        read = body.read(connection) => {
+                            read?;
+                        }
+                        gone = client_gone(&self.client), if watch_client => {
+                            if gone {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::ConnectionAborted,
+                                    "the client went away mid-answer",
+                                ));
+                            }
+                            watch_client = false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a committed request the gateway could not forward, as hyper's path does.
+    async fn answer_error(
+        &mut self,
+        committed: &Committed,
+        error: ForwardError,
+        upstream_time: Duration,
+    ) -> io::Result<Answered> {
+        tracing::warn!(provider = %committed.provider, code = error.code(), "upstream failure: {error}");
+        let error = GatewayError::from(error);
+        let body = Bytes::from(error.body_json());
+        let status = error.status().as_u16();
+        let mut observation = self.observation(committed, Observe::Json, status);
+        let out = &mut self.out;
+        out.clear();
+        write_status_line(out, status);
+        write_header(out, b"content-type", b"application/json");
+        write_date(out);
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+        let overhead = committed.started.elapsed().saturating_sub(upstream_time);
+        write_gateway_headers(out, committed, overhead);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&observation.observe(body));
+        observation.finish();
+        self.client.write_all(&self.out).await?;
+        Ok(Answered {
+            status,
+            upstream_status: 0,
+            upstream_time,
+        })
+    }
+
+    fn observation(&self, committed: &Committed, observe: Observe, status: u16) -> Observation {
+        let gateway = self.gateway;
+        let draft = UsageDraft {
+            at: unix_now(),
+            key_id: committed.key_id.clone(),
+            account_id: committed.account_id,
+            provider: committed.provider.clone().into_owned(),
+            model: committed.model.clone(),
+            status,
+            rate_limited: false,
+            started: committed.started,
+        };
+        let sink = gateway.usage().sink().clone();
+        Observation::new(observe, Some((draft, sink)), Arc::clone(gateway.metrics()))
+    }
+
+    /// The metrics and the access line, as [`Gateway::handle`] writes them.
+    fn account(&self, committed: &Committed, path: &str, answered: &Answered) {
+        let metrics = self.gateway.metrics();
+        let elapsed = committed.started.elapsed();
+        metrics.observe_upstream(answered.upstream_time);
+        crate::logging::access(&crate::logging::AccessLine {
+            method: "POST",
+            path,
+            status: answered.status,
+            key_id: committed.key_id.as_str(),
+            account: &committed.account,
+            provider: &committed.provider,
+            upstream_status: answered.upstream_status,
+            latency_ms: elapsed.as_millis() as u64,
+        });
+        let status = StatusCode::from_u16(answered.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        metrics.count_request(path, Some(&committed.provider), status);
+        metrics.observe_overhead(elapsed.saturating_sub(answered.upstream_time));
+    }
+}
+
+/// Waits until the client's side is readable: `true` when it closed (or failed), `false` when
+/// it sent bytes (left in the socket for the next request).
+async fn client_gone(client: &TcpStream) -> bool {
+    let mut probe = [0; 1];
+    !matches!(client.peek(&mut probe).await, Ok(read) if read > 0)
+}
+
+/// Why a committed request got no answer from the provider.
+enum RelayFailure {
+    /// The gateway answers with this error (and the time spent waiting upstream).
+    Gateway(ForwardError, Duration),
+    /// The answer broke off after its head: the connection must close.
+    Io(io::Error),
+}
+
+/// The status line of a gateway error: the canonical reason, as hyper writes it.
+fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("<none>");
+    write_status_line_with(out, status, reason.as_bytes());
+}
+
+/// hyper's client keeps a provider's reason phrase and its server writes it back, so the
+/// provider's reason is relayed as sent (the canonical one in nearly every answer).
+fn write_status_line_with(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The rate-limit headers, the session id and the overhead, as [`Gateway::handle`] sets them.
+fn write_gateway_headers(out: &mut Vec<u8>, committed: &Committed, overhead: Duration) {
+    let mut headers = HeaderMap::with_capacity(8);
+    insert_rate_limit_headers(&mut headers, &committed.decision);
+    headers.insert(SESSION_ID_OUT, committed.session.clone());
+    headers.insert(OVERHEAD_OUT, millis_value(overhead.as_millis() as u64));
+    for (name, value) in &headers {
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// The names [`write_gateway_headers`] sets on an allowed request.
+fn set_by_gateway(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 7] = [
+        b"x-ratelimit-limit",
+        b"x-ratelimit-remaining",
+        b"x-ratelimit-reset",
+        b"ratelimit-policy",
+        b"ratelimit",
+        b"x-compresh-session-id",
+        b"x-compresh-proxy-overhead-ms",
+    ];
+    NAMES.iter().any(|known| name.eq_ignore_ascii_case(known))
+}
+
+fn push_payload(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        push_hex(out, data.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, value: usize) {
+    let digits = (usize::BITS - value.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(value >> (shift * 4)) & 0xf]);
+    }
+}
+
+/// A `Date` header, formatted once per second per thread (hyper adds one when the provider
+/// sent none).
+fn write_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != second {
+            *date = (second, httpdate::fmt_http_date(now));
+        }
+        write_header(out, b"date", date.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        for (value, text) in [(0, "0"), (9, "9"), (10, "a"), (255, "ff"), (4096, "1000")] {
+            let mut out = Vec::new();
+            push_hex(&mut out, value);
+            assert_eq!(out, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn gateway_names_replace_the_providers() {
+        assert!(set_by_gateway(b"X-RateLimit-Limit"));
+        assert!(set_by_gateway(b"ratelimit"));
+        assert!(!set_by_gateway(b"x-ratelimit-limit-requests"));
+        assert!(!set_by_gateway(b"retry-after"));
+    }
+
+    #[test]
+    fn status_lines_use_the_canonical_reason() {
+        let mut out = Vec::new();
+        write_status_line(&mut out, 429);
+        assert_eq!(out, b"HTTP/1.1 429 Too Many Requests\r\n");
+        out.clear();
+        write_status_line(&mut out, 599);
+        assert_eq!(out, b"HTTP/1.1 599 <none>\r\n");
+    }
+}

@@ -1,0 +1,275 @@
+//! One plain-HTTP/1.1 upstream connection and the body reader over it.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::uri::Authority;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::{ChunkedDecoder, Decoded};
+use super::response::{parse_response_head, Framing, Malformed, Parsed, ResponseHead};
+use crate::error::unreachable_reason;
+use crate::{ForwardError, UnreachableReason, Upstream};
+
+/// A response head larger than this is refused (hyper's client reads at most ~400 KiB).
+const MAX_HEAD: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A plain-HTTP/1.1 connection to one upstream, carrying one request at a time.
+///
+/// The gateway's raw lane keeps one per client connection, so that a request and its answer
+/// never leave the task serving the client (as [`UpstreamAffinity`](crate::UpstreamAffinity)
+/// does for the hyper path).
+#[derive(Debug)]
+pub struct WireConnection {
+    stream: TcpStream,
+    authority: Authority,
+    /// Bytes read and not yet handed out: a head, body bytes, or nothing between exchanges.
+    buffer: BytesMut,
+    /// When the last answer was read to its end (for the idle timeout).
+    idle_since: Instant,
+    /// The last answer was read to its end and allows another request.
+    reusable: bool,
+}
+
+impl WireConnection {
+    /// Connects to `upstream`'s authority (plain TCP; the caller checked
+    /// [`Upstream::is_plain_http`]).
+    ///
+    /// # Errors
+    /// [`ForwardError::Unreachable`] when the connection cannot be made within `timeout`.
+    pub async fn connect(upstream: &Upstream, timeout: Duration) -> Result<Self, ForwardError> {
+        let authority = upstream.authority().clone();
+        let unreachable = |reason| ForwardError::Unreachable {
+            provider: upstream.name().to_owned(),
+            reason,
+        };
+        let address = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.host()),
+        };
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    provider = upstream.name(),
+                    "upstream connect failed: {error}"
+                );
+                let reason = match error.kind() {
+                    // tokio reports a failed lookup as `Other` with the resolver's message.
+                    io::ErrorKind::Other if error.get_ref().is_some() => UnreachableReason::Dns,
+                    _ => unreachable_reason(&error),
+                };
+                return Err(unreachable(reason));
+            }
+            Err(_elapsed) => return Err(unreachable(UnreachableReason::ConnectTimeout)),
+        };
+        // Streaming answers are many small writes from the provider; requests are one write.
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            authority,
+            buffer: BytesMut::with_capacity(READ_CHUNK),
+            idle_since: Instant::now(),
+            reusable: true,
+        })
+    }
+
+    /// Whether the next request to `upstream` can use this connection: the same authority, the
+    /// last answer read to its end on a kept-alive connection, idle for less than
+    /// `idle_timeout`, and not closed by the provider in the meantime.
+    pub fn reusable_for(&self, upstream: &Upstream, idle_timeout: Duration) -> bool {
+        if !self.reusable
+            || self.authority != *upstream.authority()
+            || self.idle_since.elapsed() >= idle_timeout
+        {
+            return false;
+        }
+        // A closed (or chatty) idle connection is readable; an open quiet one is not. The
+        // readiness is cached by tokio, so this costs no system call while it stays quiet.
+        let mut probe = [0; 1];
+        matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends a complete request (head and body) and reads the answer's head; interim (`1xx`)
+    /// answers are skipped. The body follows through [`WireConnection::body`].
+    ///
+    /// The caller bounds the wait with its response timeout.
+    ///
+    /// # Errors
+    /// [`ForwardError::UpstreamFailed`] when the connection breaks before a complete head
+    /// arrives or the head cannot be relayed. Nothing is ever sent twice.
+    pub async fn exchange(
+        &mut self,
+        request: &[u8],
+        provider: &str,
+    ) -> Result<ResponseHead, ForwardError> {
+        let failed = |why: &dyn std::fmt::Display| {
+            tracing::warn!(provider, "upstream request failed: {why}");
+            ForwardError::UpstreamFailed {
+                provider: provider.to_owned(),
+            }
+        };
+        self.reusable = false;
+        self.buffer.clear();
+        self.stream
+            .write_all(request)
+            .await
+            .map_err(|error| failed(&error))?;
+        loop {
+            match parse_response_head(&self.buffer) {
+                Ok(Parsed::Head(head)) => return Ok(head),
+                Ok(Parsed::Interim(length)) => {
+                    self.buffer.advance(length);
+                    continue;
+                }
+                Ok(Parsed::Partial) if self.buffer.len() < MAX_HEAD => {}
+                Ok(Parsed::Partial) => return Err(failed(&"response head too large")),
+                Err(Malformed::Syntax) => return Err(failed(&"malformed response head")),
+                Err(Malformed::Length) => return Err(failed(&"invalid content-length")),
+                Err(Malformed::Upgrade) => return Err(failed(&"unrequested protocol switch")),
+            }
+            match self.fill().await {
+                Ok(0) => return Err(failed(&"connection closed before the response head")),
+                Ok(_) => {}
+                Err(error) => return Err(failed(&error)),
+            }
+        }
+    }
+
+    /// The reader of the body after `head` (which [`WireConnection::exchange`] returned);
+    /// drops the head from the buffer.
+    pub fn body(&mut self, head: &ResponseHead) -> BodyReader {
+        self.buffer.advance(head.head_len);
+        BodyReader {
+            state: match head.framing {
+                Framing::Empty => State::Done,
+                Framing::Length(length) => State::Length(length),
+                Framing::Chunked => State::Chunked(ChunkedDecoder::new()),
+                Framing::UntilClose => State::UntilClose,
+            },
+            reusable: head.reusable,
+        }
+    }
+
+    /// The bytes of `head` as read (valid until the body is read).
+    pub fn head_bytes(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.buffer.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.buffer).await
+    }
+}
+
+/// Hands out a body's payload as it arrives, without copying it.
+#[derive(Debug)]
+pub struct BodyReader {
+    state: State,
+    reusable: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// What [`BodyReader::buffered`] found.
+#[derive(Debug)]
+pub enum Piece {
+    /// Payload bytes.
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// Nothing more is buffered: call [`BodyReader::read`].
+    NeedRead,
+}
+
+impl BodyReader {
+    /// The next payload already buffered, without waiting.
+    ///
+    /// # Errors
+    /// The chunked framing is malformed (`InvalidData`).
+    pub fn buffered(&mut self, connection: &mut WireConnection) -> io::Result<Piece> {
+        let buffer = &mut connection.buffer;
+        let piece = match &mut self.state {
+            State::Done => Piece::End,
+            State::Length(0) => {
+                self.state = State::Done;
+                Piece::End
+            }
+            State::Length(remaining) => {
+                if buffer.is_empty() {
+                    return Ok(Piece::NeedRead);
+                }
+                let take = buffer
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                *remaining -= take as u64;
+                Piece::Data(buffer.split_to(take).freeze())
+            }
+            State::UntilClose => {
+                if buffer.is_empty() {
+                    return Ok(Piece::NeedRead);
+                }
+                Piece::Data(buffer.split().freeze())
+            }
+            State::Chunked(decoder) => loop {
+                let (consumed, decoded) = decoder
+                    .decode(buffer)
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                match decoded {
+                    Decoded::Data(range) => {
+                        break Piece::Data(buffer.split_to(consumed).freeze().slice(range));
+                    }
+                    Decoded::Done => {
+                        buffer.advance(consumed);
+                        self.state = State::Done;
+                        break Piece::End;
+                    }
+                    Decoded::NeedMore => {
+                        buffer.advance(consumed);
+                        if consumed == 0 {
+                            return Ok(Piece::NeedRead);
+                        }
+                    }
+                }
+            },
+        };
+        if matches!(piece, Piece::End) {
+            // Bytes after the end are no answer to anything: do not reuse the connection.
+            connection.reusable = self.reusable && connection.buffer.is_empty();
+            connection.idle_since = Instant::now();
+        }
+        Ok(piece)
+    }
+
+    /// Reads more of the body from the connection; `Ok(false)` when the provider closed it
+    /// (the end of an [`Framing::UntilClose`] body).
+    ///
+    /// # Errors
+    /// Reading failed, or the connection closed before a length-delimited or chunked body
+    /// ended (`UnexpectedEof`).
+    pub async fn read(&mut self, connection: &mut WireConnection) -> io::Result<bool> {
+        if connection.fill().await? > 0 {
+            return Ok(true);
+        }
+        match self.state {
+            State::UntilClose => {
+                self.state = State::Done;
+                Ok(false)
+            }
+            State::Done => Ok(false),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the provider closed the connection before the body ended",
+            )),
+        }
+    }
+}
