@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use compresh_forward::{ForwardConfig, Forwarder, UpstreamAffinity};
-use compresh_keys::{extract_key_with, KeyError, KeyId};
+use compresh_keys::{extract_key_with, KeyError, KeyHash, KeyId};
 use compresh_ratelimit::{Decision, KeyedLimiter, Tiers};
 use compresh_store::{ApiKeyRecord, Store};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -486,6 +486,15 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// values without the intermediate `Vec` of `String`s and the name lookups (every response
 /// carries them).
 pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    for (name, value) in rate_limit_headers(decision) {
+        headers.insert(name, value);
+    }
+}
+
+/// The rate-limit headers of `decision`, `Retry-After` included when it was refused.
+pub(crate) fn rate_limit_headers(
+    decision: &Decision,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
     let limit = decision.limit();
     let remaining = decision.remaining();
     let reset_after = decision.reset_after();
@@ -534,14 +543,18 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Deci
     text.push(b";t=");
     text.push_u64(reset_in);
     let (ratelimit_value, remaining_value) = text.into_values(digits_at..digits_end);
-    headers.insert(X_RATELIMIT_LIMIT, limit_value);
-    headers.insert(X_RATELIMIT_REMAINING, remaining_value);
-    headers.insert(X_RATELIMIT_RESET, reset_value);
-    headers.insert(RATELIMIT_POLICY, policy_value);
-    headers.insert(RATELIMIT, ratelimit_value);
-    if let Some(secs) = decision.retry_after_secs() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
+    let retry_after = decision
+        .retry_after_secs()
+        .map(|secs| (header::RETRY_AFTER, HeaderValue::from(secs)));
+    [
+        (X_RATELIMIT_LIMIT, limit_value),
+        (X_RATELIMIT_REMAINING, remaining_value),
+        (X_RATELIMIT_RESET, reset_value),
+        (RATELIMIT_POLICY, policy_value),
+        (RATELIMIT, ratelimit_value),
+    ]
+    .into_iter()
+    .chain(retry_after)
 }
 
 /// `ms` as a header value; below 100 (nearly always, for the gateway's own time) a static
@@ -646,7 +659,7 @@ pub(crate) fn authenticate<'a>(
 
 /// [`authenticate`] from the raw `Authorization` value and, when that carries no key, the
 /// `x-api-key` value.
-pub(crate) fn authenticate_with<'a, 'h>(
+fn authenticate_with<'a, 'h>(
     authorization: Option<&'h [u8]>,
     x_api_key: impl FnOnce() -> Option<&'h [u8]>,
     snapshot: &'a compresh_store::Snapshot,
@@ -665,8 +678,17 @@ pub(crate) fn authenticate_with<'a, 'h>(
             GatewayError::unauthenticated("invalid_api_key", format!("malformed API key: {other}"))
         }
     })?;
+    key_record(&key.hash(), snapshot, now)
+}
+
+/// The record of the key hashing to `hash`, if it exists and is usable at `now`.
+pub(crate) fn key_record<'a>(
+    hash: &KeyHash,
+    snapshot: &'a compresh_store::Snapshot,
+    now: i64,
+) -> Result<&'a ApiKeyRecord, GatewayError> {
     let record = snapshot
-        .key_by_hash(&key.hash())
+        .key_by_hash(hash)
         .ok_or_else(|| GatewayError::unauthenticated("invalid_api_key", "unknown API key"))?;
     if record.revoked_at.is_some() {
         return Err(GatewayError::unauthenticated(

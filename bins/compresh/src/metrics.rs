@@ -72,6 +72,8 @@ pub struct Metrics {
     usage_write_failures: AtomicU64,
     usage_rows_dropped: AtomicU64,
     usage_injected: AtomicU64,
+    lane_requests: AtomicU64,
+    lane_handovers: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -90,6 +92,8 @@ impl Default for Metrics {
             usage_write_failures: AtomicU64::new(0),
             usage_rows_dropped: AtomicU64::new(0),
             usage_injected: AtomicU64::new(0),
+            lane_requests: AtomicU64::new(0),
+            lane_handovers: AtomicU64::new(0),
         }
     }
 }
@@ -157,6 +161,16 @@ impl Metrics {
         self.usage_injected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request served on the raw HTTP/1.1 lane.
+    pub fn count_lane_request(&self) {
+        self.lane_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection the raw lane handed to hyper.
+    pub fn count_lane_handover(&self) {
+        self.lane_handovers.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Usage rows written so far (for tests and the writer's own logging).
     pub fn usage_rows_written(&self) -> u64 {
         self.usage_rows_written.load(Ordering::Relaxed)
@@ -214,7 +228,7 @@ impl Metrics {
             "compresh_upstream_latency_seconds",
             "Time from forwarding a request to the provider's response headers.",
         );
-        let scalars: [(&str, &str, &str, i64); 7] = [
+        let scalars: [(&str, &str, &str, i64); 9] = [
             (
                 "compresh_rate_limited_total",
                 "counter",
@@ -256,6 +270,18 @@ impl Metrics {
                 "counter",
                 "Streams for which stream_options.include_usage was added to the request.",
                 to_i64(self.usage_injected.load(Ordering::Relaxed)),
+            ),
+            (
+                "compresh_lane_requests_total",
+                "counter",
+                "Requests served on the raw HTTP/1.1 lane (plain-HTTP providers).",
+                to_i64(self.lane_requests.load(Ordering::Relaxed)),
+            ),
+            (
+                "compresh_lane_handovers_total",
+                "counter",
+                "Connections the raw lane handed to hyper (another route, protocol or answer).",
+                to_i64(self.lane_handovers.load(Ordering::Relaxed)),
             ),
         ];
         for (name, kind, help, value) in scalars {

@@ -30,7 +30,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, upstream: &Upstream) {
     // header the provider credential goes into first would only cost another hash and probe.
     doomed.fixed &= !HOST_BIT;
     if let Some((name, _)) = credential {
-        doomed.fixed &= !fixed_bit(name.as_str(), Direction::Request);
+        doomed.fixed &= !fixed_bit(name.as_str().as_bytes(), Direction::Request);
     }
     doomed.remove_from(headers);
     if let Some((name, value)) = credential {
@@ -80,22 +80,24 @@ const HOP_BY_HOP_BITS: u16 = 0b11_1111;
 const CONNECTION_BIT: u16 = 1;
 const HOST_BIT: u16 = 1 << 10;
 
-/// The bit of a fixed name to remove in `direction`, or 0.
-fn fixed_bit(name: &str, direction: Direction) -> u16 {
-    // Dispatch on the length first: one string comparison per header instead of twelve.
-    let bit = match (name.len(), name) {
-        (10, "connection") => 1,
-        (10, "keep-alive") => 1 << 1,
-        (2, "te") => 1 << 2,
-        (7, "trailer") => 1 << 3,
-        (17, "transfer-encoding") => 1 << 4,
-        (7, "upgrade") => 1 << 5,
-        (13, "authorization") => 1 << 6,
-        (9, "x-api-key") => 1 << 7,
-        (6, "cookie") => 1 << 8,
-        (12, "x-session-id") => 1 << 9,
-        (4, "host") => HOST_BIT,
-        (14, "content-length") => 1 << 11,
+/// The bit of a fixed name to remove in `direction`, or 0. Case-insensitive: a
+/// [`HeaderName`] is lowercase already, a name parsed off the wire ([`crate::wire`]) may not be.
+fn fixed_bit(name: &[u8], direction: Direction) -> u16 {
+    // Dispatch on the length first: one comparison per header instead of twelve.
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    let bit = match name.len() {
+        10 if is(b"connection") => 1,
+        10 if is(b"keep-alive") => 1 << 1,
+        2 if is(b"te") => 1 << 2,
+        7 if is(b"trailer") => 1 << 3,
+        17 if is(b"transfer-encoding") => 1 << 4,
+        7 if is(b"upgrade") => 1 << 5,
+        13 if is(b"authorization") => 1 << 6,
+        9 if is(b"x-api-key") => 1 << 7,
+        6 if is(b"cookie") => 1 << 8,
+        12 if is(b"x-session-id") => 1 << 9,
+        4 if is(b"host") => HOST_BIT,
+        14 if is(b"content-length") => 1 << 11,
         _ => 0,
     };
     match direction {
@@ -128,24 +130,25 @@ impl Doomed {
 
 /// `Proxy-*` headers are hop-by-hop; `X-Compresh-*` are the gateway's own and never reach a
 /// provider.
-fn dropped_by_prefix(name: &str, direction: Direction) -> bool {
-    name.starts_with("proxy-")
-        || (direction == Direction::Request && name.starts_with("x-compresh-"))
+fn dropped_by_prefix(name: &[u8], direction: Direction) -> bool {
+    let starts = |prefix: &[u8]| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    starts(b"proxy-") || (direction == Direction::Request && starts(b"x-compresh-"))
 }
 
-/// Whether [`rewrite_request_headers`] drops or replaces a client header of this (lowercase)
-/// name, leaving aside the names a `Connection` header lists: the same rules for a request that
+/// Whether [`rewrite_request_headers`] drops or replaces a client header of this name (any
+/// case), leaving aside the names a `Connection` header lists: the same rules for a request that
 /// never becomes a [`HeaderMap`] (see [`crate::wire`]).
-pub(crate) fn request_drops(lowercase_name: &str) -> bool {
-    fixed_bit(lowercase_name, Direction::Request) != 0
-        || dropped_by_prefix(lowercase_name, Direction::Request)
+pub(crate) fn request_drops(name: &[u8]) -> bool {
+    fixed_bit(name, Direction::Request) != 0 || dropped_by_prefix(name, Direction::Request)
 }
 
-/// Whether [`strip_hop_by_hop`] drops a response header of this (lowercase) name, leaving aside
+/// Whether [`strip_hop_by_hop`] drops a response header of this name (any case), leaving aside
 /// the names a `Connection` header lists.
-pub(crate) fn response_drops(lowercase_name: &str) -> bool {
-    fixed_bit(lowercase_name, Direction::Response) != 0
-        || dropped_by_prefix(lowercase_name, Direction::Response)
+pub(crate) fn response_drops(name: &[u8]) -> bool {
+    fixed_bit(name, Direction::Response) != 0 || dropped_by_prefix(name, Direction::Response)
 }
 
 /// The `Anthropic-Version` default applies (see [`rewrite_request_headers`]).
@@ -162,10 +165,10 @@ fn scan(headers: &HeaderMap, direction: Direction) -> Doomed {
     };
     for name in headers.keys() {
         let text = name.as_str();
-        let bit = fixed_bit(text, direction);
+        let bit = fixed_bit(text.as_bytes(), direction);
         if bit != 0 {
             doomed.fixed |= bit;
-        } else if dropped_by_prefix(text, direction) {
+        } else if dropped_by_prefix(text.as_bytes(), direction) {
             doomed.other.push(name.clone());
         }
     }
@@ -235,13 +238,18 @@ mod tests {
     #[test]
     fn each_fixed_name_has_its_own_bit() {
         for (index, name) in FIXED.iter().enumerate() {
-            assert_eq!(fixed_bit(name.as_str(), Direction::Request), 1 << index);
-            let hop_by_hop = fixed_bit(name.as_str(), Direction::Response) != 0;
-            assert_eq!(hop_by_hop, HOP_BY_HOP_BITS & (1 << index) != 0, "{name}");
+            let name = name.as_str().as_bytes();
+            assert_eq!(fixed_bit(name, Direction::Request), 1 << index);
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(fixed_bit(&upper, Direction::Request), 1 << index);
+            let hop_by_hop = fixed_bit(name, Direction::Response) != 0;
+            assert_eq!(hop_by_hop, HOP_BY_HOP_BITS & (1 << index) != 0, "{name:?}");
         }
         assert_eq!(FIXED[CONNECTION_BIT.trailing_zeros() as usize], CONNECTION);
         assert_eq!(FIXED[HOST_BIT.trailing_zeros() as usize], HOST);
-        assert_eq!(fixed_bit("x-custom", Direction::Request), 0);
+        assert_eq!(fixed_bit(b"x-custom", Direction::Request), 0);
+        assert!(request_drops(b"X-Compresh-Debug") && request_drops(b"Proxy-Authorization"));
+        assert!(!response_drops(b"X-Compresh-Session-Id") && response_drops(b"PROXY-STATUS"));
     }
 
     #[test]

@@ -46,6 +46,12 @@
 //!   client connection, when the provider closes it, when a response body is dropped early,
 //!   and after `pool_idle_timeout` to twice that without use. Timeouts, error classification
 //!   and response handling are the same as on the pooled path.
+//! - **[`wire`] for the gateway's raw HTTP/1.1 lane.** The same header rules applied to byte
+//!   slices ([`wire::write_request_head`], [`wire::parse_response_head`]), an incremental
+//!   chunked decoder and a [`wire::WireConnection`] that carries one request at a time, for a
+//!   server that parses its clients' requests itself and never builds `http` maps. A kept
+//!   connection is reused only after a non-blocking read finds it still open and quiet; a
+//!   request once written is never resent.
 //! - **HTTPS stays pooled.** A TLS handshake per client connection would cost more than the
 //!   pool saves, and HTTP/2 by ALPN multiplexes the requests of many client connections over
 //!   few provider connections; one connection per client connection would give both up.

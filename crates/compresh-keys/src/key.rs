@@ -199,6 +199,16 @@ fn hex_value(b: u8) -> Result<u8, KeyError> {
     }
 }
 
+/// Constant-time, as every comparison of secrets: a server that caches a connection's last key
+/// (to skip hashing it again) compares the next request's key with it.
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret.as_bytes().ct_eq(other.secret.as_bytes()).into()
+    }
+}
+
+impl Eq for ApiKey {}
+
 impl PartialEq for KeyHash {
     fn eq(&self, other: &Self) -> bool {
         // Compared as four words: `subtle` hides each element from the optimiser separately,
@@ -244,6 +254,15 @@ mod tests {
 
     const EXAMPLE: &str = "comp_0123456789ABCDEFGHIJK0cc0Wc";
     const EXAMPLE_HASH: &str = "0f17bc4f4ccc7082e59d40206f66c3b2148abfea62dcc75404a28e6f6bab2b67";
+
+    #[test]
+    fn keys_are_equal_only_to_the_same_text() {
+        let key = parse(EXAMPLE).unwrap();
+        assert_eq!(key, parse(EXAMPLE).unwrap());
+        let other = ApiKey::generate();
+        assert_ne!(key, other);
+        assert_eq!(other, other.clone());
+    }
 
     fn parse(s: &str) -> Result<ApiKey, KeyError> {
         s.parse()

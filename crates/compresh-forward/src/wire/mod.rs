@@ -14,13 +14,3 @@ mod response;
 pub use connection::{BodyReader, Piece, WireConnection};
 pub use request::{push_decimal, write_request_head};
 pub use response::{parse_response_head, Framing, Malformed, Parsed, ResponseHead};
-
-/// `name` in lowercase, in `buffer`; `None` when it is longer than the buffer or not UTF-8
-/// (no name with a rule is).
-pub(crate) fn lowercase<'b>(name: &[u8], buffer: &'b mut [u8; 64]) -> Option<&'b str> {
-    let target = buffer.get_mut(..name.len())?;
-    for (out, byte) in target.iter_mut().zip(name) {
-        *out = byte.to_ascii_lowercase();
-    }
-    std::str::from_utf8(target).ok()
-}

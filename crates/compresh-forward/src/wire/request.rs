@@ -2,7 +2,6 @@
 
 use http::header::HeaderValue;
 
-use super::lowercase;
 use crate::headers::{needs_anthropic_version, request_drops, DEFAULT_ANTHROPIC_VERSION};
 use crate::Upstream;
 
@@ -29,21 +28,15 @@ pub fn write_request_head<'a>(
     let listed = connection_tokens(headers.clone());
     let mut sent_anthropic_version = false;
     for (name, value) in headers {
-        let mut buffer = [0; 64];
-        let Some(name_lower) = lowercase(name, &mut buffer) else {
-            // Longer than any name with a rule: kept unless a `Connection` header lists it.
-            if !listed
+        let listed_here = || {
+            listed
                 .iter()
                 .any(|token| name.eq_ignore_ascii_case(token.as_bytes()))
-            {
-                write_header(out, name, value);
-            }
-            continue;
         };
-        if request_drops(name_lower) || listed.iter().any(|token| token == name_lower) {
+        if request_drops(name) || (!listed.is_empty() && listed_here()) {
             continue;
         }
-        sent_anthropic_version |= name_lower == "anthropic-version";
+        sent_anthropic_version |= name.eq_ignore_ascii_case(b"anthropic-version");
         write_header(out, name, value);
     }
     write_header(out, b"host", upstream.host_header().as_bytes());
@@ -108,4 +101,145 @@ pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
         }
     }
     out.extend_from_slice(&digits[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use compresh_vault::ProviderSecret;
+    use http::{HeaderMap, HeaderName};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{rewrite_request_headers, ProviderKind};
+
+    fn upstreams() -> Vec<Upstream> {
+        let secret = |key: &str| Some(ProviderSecret::new(key.to_owned()));
+        vec![
+            Upstream::new("o", ProviderKind::OpenAi, None, secret("sk-o")).unwrap(),
+            Upstream::new("a", ProviderKind::Anthropic, None, secret("sk-a")).unwrap(),
+            Upstream::new(
+                "l",
+                ProviderKind::OpenAiCompatible,
+                Some("http://127.0.0.1:8000/v1"),
+                None,
+            )
+            .unwrap(),
+        ]
+    }
+
+    /// The (lowercase name, value) pairs of a written head, sorted, and its request line.
+    fn written(head: &[u8]) -> (String, Vec<(String, String)>) {
+        let mut lines = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut lines);
+        assert!(request.parse(head).unwrap().is_complete());
+        let line = format!("{} {}", request.method.unwrap(), request.path.unwrap());
+        let mut pairs: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8(h.value.to_vec()).unwrap();
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        pairs.sort();
+        (line, pairs)
+    }
+
+    /// What hyper's path sends: `rewrite_request_headers` on a map, plus the length.
+    fn expected(
+        client: &[(String, String)],
+        upstream: &Upstream,
+        length: usize,
+    ) -> Vec<(String, String)> {
+        let mut map = HeaderMap::new();
+        for (name, value) in client {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.append(name, value.parse().unwrap());
+        }
+        rewrite_request_headers(&mut map, upstream);
+        let mut pairs: Vec<(String, String)> = map
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect();
+        pairs.push(("content-length".to_owned(), length.to_string()));
+        pairs.sort();
+        pairs
+    }
+
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = prop::sample::select(vec![
+            "Connection",
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Authorization",
+            "X-Api-Key",
+            "Cookie",
+            "X-Session-Id",
+            "Host",
+            "Content-Length",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "X-Compresh-Provider",
+            "x-compresh-debug",
+            "Anthropic-Version",
+            "anthropic-beta",
+            "User-Agent",
+            "Content-Type",
+            "X-Custom",
+            "x-custom",
+            "X-Stainless-Lang",
+            "Accept",
+        ]);
+        let value = prop::sample::select(vec![
+            "keep-alive",
+            "close",
+            "x-custom",
+            "X-Custom, keep-alive",
+            "host, authorization",
+            "anthropic-version",
+            "te, trailer",
+            "Bearer comp_abc",
+            "1",
+            "text/event-stream",
+            "a=b",
+            "2024-01-01",
+            " spaced ",
+        ]);
+        (name, value).prop_map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+    }
+
+    proptest! {
+        #[test]
+        fn the_wire_head_carries_what_rewrite_request_headers_leaves(
+            client in prop::collection::vec(header(), 0..12),
+            which in 0usize..3,
+            length in 0usize..5000,
+        ) {
+            let upstream = &upstreams()[which];
+            let mut out = Vec::new();
+            let pairs = client.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+            write_request_head(&mut out, "POST", "/v1/chat/completions?x=1", pairs, upstream, length);
+            let (line, sent) = written(&out);
+            prop_assert_eq!(line, "POST /v1/chat/completions?x=1");
+            prop_assert_eq!(sent, expected(&client, upstream, length));
+        }
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for (value, text) in [
+            (0, "0"),
+            (7, "7"),
+            (10, "10"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, text.as_bytes());
+        }
+    }
 }

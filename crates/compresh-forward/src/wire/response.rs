@@ -2,7 +2,6 @@
 
 use std::ops::Range;
 
-use super::lowercase;
 use super::request::connection_tokens;
 use crate::headers::response_drops;
 
@@ -116,10 +115,9 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
     let mut chunked = None;
     for line in response.headers.iter() {
         let name = line.name.as_bytes();
-        let mut buffer = [0; 64];
-        let lower = lowercase(name, &mut buffer);
-        match lower {
-            Some("content-length") => {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            14 if is(b"content-length") => {
                 let value = parse_length(line.value).ok_or(Malformed::Length)?;
                 if length.is_some_and(|earlier| earlier != value) {
                     return Err(Malformed::Length);
@@ -127,22 +125,17 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
                 length = Some(value);
                 continue;
             }
-            Some("transfer-encoding") => {
+            17 if is(b"transfer-encoding") => {
                 // Only a final `chunked` coding delimits the body by chunks.
                 chunked = Some(last_coding_is_chunked(line.value));
                 continue;
             }
-            Some("content-type") => head.content_type = Some(range(line.value)),
-            Some("date") => head.has_date = true,
+            12 if is(b"content-type") => head.content_type = Some(range(line.value)),
+            4 if is(b"date") => head.has_date = true,
             _ => {}
         }
-        let dropped = match lower {
-            Some(lower) => response_drops(lower) || listed.iter().any(|token| token == lower),
-            None => listed
-                .iter()
-                .any(|token| name.eq_ignore_ascii_case(token.as_bytes())),
-        };
-        if !dropped {
+        let listed_here = || listed.iter().any(|token| is(token.as_bytes()));
+        if !response_drops(name) && (listed.is_empty() || !listed_here()) {
             head.headers.push((range(name), range(line.value)));
         }
     }
@@ -180,7 +173,75 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderMap, HeaderName};
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::strip_hop_by_hop;
+
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = prop::sample::select(vec![
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Upgrade",
+            "Proxy-Status",
+            "proxy-connection",
+            "Content-Type",
+            "X-Request-Id",
+            "x-hop",
+            "X-Hop",
+            "Date",
+            "Authorization",
+            "X-Compresh-Session-Id",
+            "retry-after",
+            "Set-Cookie",
+        ]);
+        let value = prop::sample::select(vec![
+            "keep-alive",
+            "close",
+            "x-hop",
+            "X-Hop, keep-alive",
+            "date",
+            "te, trailer",
+            "application/json",
+            "1",
+            "Thu, 26 Nov 2026 10:00:00 GMT",
+        ]);
+        (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+    }
+
+    proptest! {
+        #[test]
+        fn kept_headers_are_what_strip_hop_by_hop_leaves(
+            headers in prop::collection::vec(header(), 0..12),
+        ) {
+            let mut text = String::from("HTTP/1.1 200 OK\r\n");
+            let mut map = HeaderMap::new();
+            for (name, value) in &headers {
+                text.push_str(&format!("{name}: {value}\r\n"));
+                map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            text.push_str("content-length: 2\r\n\r\n{}");
+            let Ok(Parsed::Head(head)) = parse_response_head(text.as_bytes()) else {
+                panic!("not a head");
+            };
+            let mut kept: Vec<(String, String)> = head
+                .headers
+                .iter()
+                .map(|(n, v)| (text[n.clone()].to_ascii_lowercase(), text[v.clone()].to_owned()))
+                .collect();
+            kept.sort();
+            strip_hop_by_hop(&mut map);
+            let mut expected: Vec<(String, String)> = map
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            expected.sort();
+            prop_assert_eq!(kept, expected);
+        }
+    }
 
     fn head(text: &str) -> ResponseHead {
         match parse_response_head(text.as_bytes()).unwrap() {
