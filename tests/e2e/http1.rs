@@ -3,253 +3,24 @@
 //! responses parsed by hand, against the mock provider or a raw-socket upstream for framings a
 //! hyper server never sends. These pin what a client sees on the wire, whatever serves it.
 
-use std::net::SocketAddr;
-use std::ops::Deref;
 use std::time::Duration;
 
 use bytes::Bytes;
 use compresh::gateway::GatewayConfig;
 use compresh::usage::UsageConfig;
-use compresh_e2e::{
-    assert_error, assert_status, eventually, set_provider, Reply, TestGateway, OPENAI_SECRET,
-};
+use compresh_e2e::wire::{chat, find, raw_upstream, request, use_upstream, Conn, Framing, Wire};
+use compresh_e2e::{assert_error, assert_status, eventually, Reply, TestGateway, OPENAI_SECRET};
 use compresh_keys::KeyId;
 use compresh_mock::MockResponse;
 use compresh_store::UsageFilter;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http::StatusCode;
 
-/// Upper bound for every read: never reached when the server works.
+/// Upper bound for waiting on usage rows: never reached when the server works.
 const WAIT: Duration = Duration::from_secs(5);
 const CHAT: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
 const CHAT_STREAM: &str =
     r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-
-/// How a response body was delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// `content-length`.
-    Length,
-    /// `transfer-encoding: chunked`.
-    Chunked,
-    /// Read until the server closed the connection.
-    Close,
-    /// No body by definition (1xx, 204, 304).
-    Empty,
-}
-
-/// A response as read off the socket: the [`Reply`] plus what only the wire shows.
-#[derive(Debug)]
-struct Wire {
-    /// The status line's protocol, e.g. `HTTP/1.1`.
-    version: String,
-    framing: Framing,
-    reply: Reply,
-}
-
-impl Deref for Wire {
-    type Target = Reply;
-
-    fn deref(&self) -> &Reply {
-        &self.reply
-    }
-}
-
-/// One client connection; `buf` holds bytes read past the last message (pipelined answers).
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        // Small writes must leave as written, not be merged by Nagle.
-        stream.set_nodelay(true).expect("nodelay");
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-        self.stream.flush().await.expect("flush");
-    }
-
-    /// Writes `bytes` and reads one response.
-    async fn request(&mut self, bytes: &[u8]) -> Wire {
-        self.write(bytes).await;
-        self.read_response().await
-    }
-
-    /// Reads more bytes into `buf`; 0 at end of stream.
-    async fn fill(&mut self) -> usize {
-        self.buf.reserve(16 * 1024);
-        tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf))
-            .await
-            .expect("the peer sent something or closed within the timeout")
-            .expect("read")
-    }
-
-    /// Takes `n` bytes, reading as needed.
-    async fn take(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            assert!(self.fill().await > 0, "closed with {n} bytes expected");
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    /// Takes one CRLF-terminated line, without the CRLF.
-    async fn line(&mut self) -> Vec<u8> {
-        loop {
-            if let Some(at) = find(&self.buf, b"\r\n") {
-                let mut line: Vec<u8> = self.buf.drain(..at + 2).collect();
-                line.truncate(at);
-                return line;
-            }
-            assert!(self.fill().await > 0, "closed inside a line");
-        }
-    }
-
-    /// Reads a message head: its start line and headers (names are case-insensitive).
-    async fn read_head(&mut self) -> (String, HeaderMap) {
-        let start = String::from_utf8(self.line().await).expect("start line is text");
-        let mut headers = HeaderMap::new();
-        loop {
-            let line = self.line().await;
-            if line.is_empty() {
-                return (start, headers);
-            }
-            let colon = line.iter().position(|&b| b == b':').expect("name: value");
-            let name = HeaderName::from_bytes(&line[..colon]).expect("header name");
-            let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).expect("value");
-            headers.append(name, value);
-        }
-    }
-
-    /// Reads one response; its body by `content-length`, chunked decoding, or until close (so
-    /// not for answers to `HEAD`).
-    async fn read_response(&mut self) -> Wire {
-        let (start, headers) = self.read_head().await;
-        let mut parts = start.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_owned();
-        let status: StatusCode = parts
-            .next()
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {start:?}"));
-        assert!(version.starts_with("HTTP/1."), "{start:?}");
-        let header = |name: &str| headers.get(name).map(|v| v.to_str().expect("text"));
-        let (framing, body) = if status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            (Framing::Empty, Vec::new())
-        } else if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-            assert!(
-                header("content-length").is_none(),
-                "both framings: {headers:?}"
-            );
-            (Framing::Chunked, self.dechunk().await)
-        } else if let Some(length) = header("content-length") {
-            let length = length.parse().expect("numeric content-length");
-            (Framing::Length, self.take(length).await)
-        } else {
-            while self.fill().await > 0 {}
-            (Framing::Close, std::mem::take(&mut self.buf))
-        };
-        Wire {
-            version,
-            framing,
-            reply: Reply {
-                status,
-                headers,
-                body: Bytes::from(body),
-            },
-        }
-    }
-
-    /// Decodes a chunked body, up to and including its trailer section.
-    async fn dechunk(&mut self) -> Vec<u8> {
-        let mut body = Vec::new();
-        loop {
-            let line = String::from_utf8(self.line().await).expect("chunk size line");
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16).expect("hex chunk size");
-            if size == 0 {
-                while !self.line().await.is_empty() {}
-                return body;
-            }
-            body.extend(self.take(size).await);
-            assert_eq!(self.take(2).await, b"\r\n", "chunk data ends in CRLF");
-        }
-    }
-
-    /// Reads one request (as a raw upstream); bodies by `content-length` only.
-    async fn read_request(&mut self) -> Option<(String, HeaderMap, Vec<u8>)> {
-        if self.buf.is_empty() && self.fill().await == 0 {
-            return None;
-        }
-        let (start, headers) = self.read_head().await;
-        let length = headers
-            .get("content-length")
-            .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
-        let body = self.take(length).await;
-        Some((start, headers, body))
-    }
-
-    /// Asserts the server closes the connection (end of stream or reset) with nothing more sent.
-    async fn assert_closed(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        let mut chunk = [0; 1024];
-        let read = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-            .await
-            .expect("the server closed the connection within the timeout");
-        match read {
-            Ok(0) => {}
-            Ok(n) => panic!(
-                "expected the connection to close, got {:?}",
-                String::from_utf8_lossy(&chunk[..n])
-            ),
-            Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// An HTTP/1.1 request with a `host`, the given headers and, for a body or a POST, its length.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: compresh.test\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        text.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    text.into_bytes()
-}
-
-/// `POST /v1/chat/completions` with `key` as a bearer token, JSON, and `extra` headers.
-fn chat(key: &str, extra: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let auth = format!("Bearer {key}");
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-    ];
-    headers.extend_from_slice(extra);
-    request("POST", "/v1/chat/completions", &headers, body)
-}
 
 /// What the mock answers to `body` on its own (no gateway in between).
 async fn straight_from_mock(gw: &TestGateway, body: &str) -> Bytes {
@@ -264,53 +35,6 @@ async fn straight_from_mock(gw: &TestGateway, body: &str) -> Bytes {
         .await;
     assert_status(&reply, StatusCode::OK);
     reply.reply.body
-}
-
-/// A provider on a raw socket, for framings a hyper server never sends: each connection reads
-/// one request, gets `response` written `piece` bytes at a time with short pauses, and is
-/// closed.
-async fn raw_upstream(response: Vec<u8>, piece: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let response = response.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let mut conn = Conn {
-                    stream,
-                    buf: Vec::new(),
-                };
-                let Some((start, headers, _body)) = conn.read_request().await else {
-                    return;
-                };
-                assert!(start.starts_with("POST /v1/chat/completions "), "{start}");
-                assert_eq!(
-                    headers.get("authorization").unwrap(),
-                    &format!("Bearer {OPENAI_SECRET}")
-                );
-                for (i, part) in response.chunks(piece).enumerate() {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    conn.write(part).await;
-                }
-                let _ = conn.stream.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Points the `openai` provider at `addr`.
-fn use_upstream(gw: &TestGateway, addr: SocketAddr) {
-    set_provider(
-        &gw.data,
-        "openai",
-        "openai",
-        Some(&format!("http://{addr}/v1")),
-        OPENAI_SECRET,
-    );
 }
 
 fn remaining(reply: &Reply) -> u32 {

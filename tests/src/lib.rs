@@ -19,6 +19,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tempfile::TempDir;
 
+pub mod wire;
+
 /// The OpenAI provider key the harness stores (must never leak anywhere).
 pub const OPENAI_SECRET: &str = "sk-test-OPENAI-provider-secret-0123456789";
 /// The Anthropic provider key the harness stores.

@@ -233,6 +233,25 @@ impl Forwarder {
                 });
             }
         };
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // No forwarded request asks for an upgrade, and a client could not use the
+            // switched connection (RFC 9110 §15.2.2).
+            tracing::warn!(
+                provider = upstream.name(),
+                "upstream switched protocols unasked"
+            );
+            return Err(ForwardError::UpstreamFailed {
+                provider: upstream.name().to_owned(),
+            });
+        }
+        if response
+            .headers()
+            .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            // A length beside `Transfer-Encoding` is void (RFC 9112 §6.3): hyper read the body by
+            // its chunks, and relaying the length would cut the client's copy short.
+            response.headers_mut().remove(http::header::CONTENT_LENGTH);
+        }
         strip_hop_by_hop(response.headers_mut());
         // The upstream's HTTP version (1.0, 2) describes the upstream hop only; the client's
         // connection decides its own, and hyper would otherwise answer an HTTP/1.1 client with

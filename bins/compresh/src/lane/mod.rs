@@ -33,7 +33,8 @@ use self::request::{parse, Parse};
 pub(crate) use self::rewind::Rewind;
 use crate::gateway::Gateway;
 
-/// A request head larger than this goes to hyper (whose limit is about 400 KiB).
+/// A request head still incomplete after this many bytes goes to hyper (whose limit is about
+/// 400 KiB); a larger one that arrives complete is served.
 const MAX_LANE_HEAD: usize = 64 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -83,7 +84,8 @@ pub(crate) async fn serve(
         };
         let total = request.head_len + request.body_len;
         while inbound.len() < total {
-            inbound.reserve(total - inbound.len());
+            // Grown as the body arrives: a declared length alone reserves no memory.
+            inbound.reserve((total - inbound.len()).min(MAX_LANE_HEAD));
             if connection.client().read_buf(&mut inbound).await? == 0 {
                 return Ok(Ended::Closed);
             }

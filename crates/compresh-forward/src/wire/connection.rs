@@ -13,8 +13,9 @@ use super::response::{parse_response_head, Framing, Malformed, Parsed, ResponseH
 use crate::error::unreachable_reason;
 use crate::{ForwardError, UnreachableReason, Upstream};
 
-/// A response head larger than this is refused (hyper's client reads at most ~400 KiB).
-const MAX_HEAD: usize = 64 * 1024;
+/// A response head larger than this is refused: hyper's client limit (its read buffer's
+/// default maximum), so that both paths accept the same answers.
+const MAX_HEAD: usize = 8192 + 4096 * 100;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A plain-HTTP/1.1 connection to one upstream, carrying one request at a time.

@@ -86,9 +86,12 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
         return Ok(Parsed::Interim(head_len));
     }
     let base = buffer.as_ptr() as usize;
-    let range = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        start..start + part.len()
+    // httparse hands out an empty reason phrase as a `""` that is not part of the buffer.
+    let range = |part: &[u8]| match (part.as_ptr() as usize).checked_sub(base) {
+        Some(start) if !part.is_empty() && start + part.len() <= buffer.len() => {
+            start..start + part.len()
+        }
+        _ => 0..0,
     };
     let pairs = response
         .headers
@@ -303,6 +306,17 @@ mod tests {
             head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n").framing,
             Framing::UntilClose
         );
+    }
+
+    #[test]
+    fn a_missing_or_empty_reason_is_an_empty_range() {
+        for text in [
+            "HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 \r\n\r\n",
+        ] {
+            let head = head(text);
+            assert_eq!(&text[head.reason.clone()], "", "{text:?}");
+        }
     }
 
     #[test]
