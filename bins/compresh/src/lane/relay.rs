@@ -270,22 +270,20 @@ impl<'g> Connection<'g> {
         let mut observation = self.observation(committed, observe, head.status);
         let chunked =
             self.write_answer_head(committed, &head, &connection, &observation, upstream_time);
-        // Counted and logged once the head is ready, as on hyper's path: a stream's length or a
-        // client leaving mid-answer changes neither.
-        self.account(
-            committed,
-            path,
-            &Answered {
-                status: head.status,
-                upstream_status: head.status,
-                upstream_time,
-                elapsed: committed.started.elapsed(),
-            },
-        );
+        // Measured at the head, as on hyper's path (a stream's length changes neither figure),
+        // but counted and logged once the answer is out: that work no longer delays it.
+        let answered = Answered {
+            status: head.status,
+            upstream_status: head.status,
+            upstream_time,
+            elapsed: committed.started.elapsed(),
+        };
         let mut body = connection.body(&head);
-        self.relay_body(&mut connection, &mut body, &mut observation, chunked)
-            .await
-            .map_err(RelayFailure::Io)?;
+        let relayed = self
+            .relay_body(&mut connection, &mut body, &mut observation, chunked)
+            .await;
+        self.account(committed, path, &answered);
+        relayed.map_err(RelayFailure::Io)?;
         observation.finish();
         self.upstream = Some(connection);
         Ok(())
@@ -414,17 +412,15 @@ impl<'g> Connection<'g> {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&observation.observe(body));
         observation.finish();
-        self.account(
-            committed,
-            path,
-            &Answered {
-                status,
-                upstream_status: 0,
-                upstream_time,
-                elapsed: committed.started.elapsed(),
-            },
-        );
-        self.client.write_all(&self.out).await
+        let answered = Answered {
+            status,
+            upstream_status: 0,
+            upstream_time,
+            elapsed: committed.started.elapsed(),
+        };
+        let written = self.client.write_all(&self.out).await;
+        self.account(committed, path, &answered);
+        written
     }
 
     fn observation(&self, committed: &Committed, observe: Observe, status: u16) -> Observation {
