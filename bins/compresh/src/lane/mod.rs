@@ -55,10 +55,14 @@ pub(crate) enum Ended {
 pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     client: TcpStream,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<Ended> {
     let mut connection = relay::Connection::new(&gateway, client);
     let mut inbound = BytesMut::with_capacity(READ_CHUNK);
+    // One waiter for the connection's life: a new `changed()` per request took and released the
+    // channel's waiter-list lock every time (about 1 % of the lane's CPU in `perf`).
+    let shutdown = signalled(shutdown);
+    tokio::pin!(shutdown);
     loop {
         let request = loop {
             match parse(&inbound, gateway.body_limit()) {
@@ -69,8 +73,8 @@ pub(crate) async fn serve(
                 }
                 Parse::Partial => {}
             }
-            // Between requests a shutdown closes the connection, as hyper's graceful shutdown
-            // does for idle keep-alive connections.
+            // Between requests (nothing pipelined) a shutdown closes the connection, as hyper's
+            // graceful shutdown does for idle keep-alive connections.
             let idle = inbound.is_empty();
             inbound.reserve(READ_CHUNK);
             tokio::select! {
@@ -79,7 +83,7 @@ pub(crate) async fn serve(
                         return Ok(Ended::Closed);
                     }
                 }
-                () = signalled(&mut shutdown), if idle => return Ok(Ended::Closed),
+                () = &mut shutdown, if idle => return Ok(Ended::Closed),
             }
         };
         let total = request.head_len + request.body_len;
@@ -93,14 +97,11 @@ pub(crate) async fn serve(
         if !connection.serve(&mut inbound, &request).await? {
             return Ok(connection.hand_over(inbound));
         }
-        if *shutdown.borrow() {
-            return Ok(Ended::Closed);
-        }
     }
 }
 
 /// Resolves once `shutdown` is (or turns) true; never if its sender is gone without that.
-async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+async fn signalled(mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;

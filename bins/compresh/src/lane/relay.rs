@@ -54,6 +54,8 @@ struct Committed {
     session: HeaderValue,
     strip_usage: bool,
     started: Instant,
+    /// The Unix second the checks ran in (the usage row's time).
+    now: i64,
 }
 
 /// The answer to a committed request, as far as its head.
@@ -63,6 +65,13 @@ struct Answered {
     upstream_time: Duration,
     /// From the request's arrival to its answer's head.
     elapsed: Duration,
+}
+
+impl Answered {
+    /// The gateway's own share of `elapsed`.
+    fn overhead(&self) -> Duration {
+        self.elapsed.saturating_sub(self.upstream_time)
+    }
 }
 
 impl<'g> Connection<'g> {
@@ -157,7 +166,8 @@ impl<'g> Connection<'g> {
                 hash
             }
         };
-        let key = key_record(&hash, &snapshot, unix_now()).ok()?;
+        let now = unix_now();
+        let key = key_record(&hash, &snapshot, now).ok()?;
         let account = snapshot.account(key.account_id)?;
         if !account.active {
             return None;
@@ -215,6 +225,7 @@ impl<'g> Connection<'g> {
                 session,
                 strip_usage: forwarded_body.is_some(),
                 started,
+                now,
             },
             forwarded_body,
         ))
@@ -268,8 +279,6 @@ impl<'g> Connection<'g> {
             .map(|range| &connection.head_bytes()[range]);
         let observe = Observe::for_content_type(content_type, committed.strip_usage);
         let mut observation = self.observation(committed, observe, head.status);
-        let chunked =
-            self.write_answer_head(committed, &head, &connection, &observation, upstream_time);
         // Measured at the head, as on hyper's path (a stream's length changes neither figure),
         // but counted and logged once the answer is out: that work no longer delays it.
         let answered = Answered {
@@ -278,6 +287,8 @@ impl<'g> Connection<'g> {
             upstream_time,
             elapsed: committed.started.elapsed(),
         };
+        let chunked =
+            self.write_answer_head(committed, &head, &connection, &observation, &answered);
         let mut body = connection.body(&head);
         let relayed = self
             .relay_body(&mut connection, &mut body, &mut observation, chunked)
@@ -298,7 +309,7 @@ impl<'g> Connection<'g> {
         head: &ResponseHead,
         connection: &WireConnection,
         observation: &Observation,
-        upstream_time: Duration,
+        answered: &Answered,
     ) -> bool {
         let out = &mut self.out;
         out.clear();
@@ -330,8 +341,7 @@ impl<'g> Connection<'g> {
                 true
             }
         };
-        let overhead = committed.started.elapsed().saturating_sub(upstream_time);
-        write_gateway_headers(out, committed, overhead);
+        write_gateway_headers(out, committed, answered.overhead());
         out.extend_from_slice(b"\r\n");
         chunked
     }
@@ -399,6 +409,12 @@ impl<'g> Connection<'g> {
         let body = Bytes::from(error.body_json());
         let status = error.status().as_u16();
         let mut observation = self.observation(committed, Observe::Json, status);
+        let answered = Answered {
+            status,
+            upstream_status: 0,
+            upstream_time,
+            elapsed: committed.started.elapsed(),
+        };
         let out = &mut self.out;
         out.clear();
         write_status_line(out, status);
@@ -407,17 +423,10 @@ impl<'g> Connection<'g> {
         out.extend_from_slice(b"content-length: ");
         push_decimal(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
-        let overhead = committed.started.elapsed().saturating_sub(upstream_time);
-        write_gateway_headers(out, committed, overhead);
+        write_gateway_headers(out, committed, answered.overhead());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&observation.observe(body));
         observation.finish();
-        let answered = Answered {
-            status,
-            upstream_status: 0,
-            upstream_time,
-            elapsed: committed.started.elapsed(),
-        };
         let written = self.client.write_all(&self.out).await;
         self.account(committed, path, &answered);
         written
@@ -426,7 +435,7 @@ impl<'g> Connection<'g> {
     fn observation(&self, committed: &Committed, observe: Observe, status: u16) -> Observation {
         let gateway = self.gateway;
         let draft = UsageDraft {
-            at: unix_now(),
+            at: committed.now,
             key_id: committed.key_id.clone(),
             account_id: committed.account_id,
             provider: committed.provider.clone().into_owned(),
@@ -456,7 +465,7 @@ impl<'g> Connection<'g> {
         });
         let status = StatusCode::from_u16(answered.status).unwrap_or(StatusCode::BAD_GATEWAY);
         metrics.count_request(path, Some(&committed.provider), status);
-        metrics.observe_overhead(elapsed.saturating_sub(answered.upstream_time));
+        metrics.observe_overhead(answered.overhead());
     }
 }
 
