@@ -60,7 +60,7 @@ pub async fn serve(
                 let lane_shutdown = lane_shutdown_seen.clone();
                 tokio::spawn(async move {
                     let (stream, replay) = if gateway.raw_lane() {
-                        match lane::serve(Arc::clone(&gateway), stream, lane_shutdown).await {
+                        match lane::serve(Arc::clone(&gateway), stream, lane_shutdown.clone()).await {
                             Ok(Ended::Handover(stream, replay)) => (stream, replay),
                             Ok(Ended::Closed) => return,
                             Err(error) => {
@@ -71,8 +71,9 @@ pub async fn serve(
                     } else {
                         (stream, Bytes::new())
                     };
-                    serve_with_hyper(&builder, gateway, Rewind::new(replay, stream), peer, watcher)
-                        .await;
+                    let io = Rewind::new(replay, stream);
+                    let closing = *lane_shutdown.borrow();
+                    serve_with_hyper(builder, gateway, io, peer, watcher, closing).await;
                 });
             }
             () = &mut shutdown => break,
@@ -93,12 +94,17 @@ pub async fn serve(
 }
 
 /// Serves a connection with hyper (HTTP/1.1 or HTTP/2), the lane's bytes replayed first.
+/// `closing`: the server is already shutting down. hyper's graceful shutdown would then drop a
+/// connection whose first request it has not read yet, the one the lane just handed over;
+/// instead the connection serves the requests it has with keep-alive off, and `watcher` only
+/// keeps the shutdown waiting for it.
 async fn serve_with_hyper(
-    builder: &auto::Builder<TokioExecutor>,
+    mut builder: auto::Builder<TokioExecutor>,
     gateway: Arc<Gateway>,
     io: Rewind<TcpStream>,
     peer: SocketAddr,
     watcher: Watcher,
+    closing: bool,
 ) {
     // This connection's own upstream connection, driven by its task (below).
     let affinity = UpstreamAffinity::new();
@@ -109,10 +115,17 @@ async fn serve_with_hyper(
         let gateway = Arc::clone(&gateway);
         async move { Ok::<_, Infallible>(gateway.handle(request).await) }
     });
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(error) = affinity.drive(watcher.watch(connection)).await {
+    let ended = if closing {
+        builder.http1().keep_alive(false);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        let ended = affinity.drive(connection.into_owned()).await;
+        drop(watcher);
+        ended
+    } else {
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        affinity.drive(watcher.watch(connection.into_owned())).await
+    };
+    if let Err(error) = ended {
         tracing::debug!("connection ended with an error: {error}");
     }
 }

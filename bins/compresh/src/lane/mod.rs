@@ -9,13 +9,16 @@
 //! the answer piece by piece, observing usage on the way.
 //!
 //! The lane serves a request only when it can answer it exactly as hyper's path would. Anything
-//! else is handed to hyper *before* the lane has changed any state: another method or route,
-//! HTTP/1.0, `Expect`, `Upgrade`, chunked request bodies, `Connection: close`, an HTTP/2
-//! preface, a malformed head, a failed check (hyper's path then answers 401/403/400/429/413 as
-//! it always has), an `https://` provider. The bytes read so far are replayed to hyper
-//! ([`rewind::Rewind`]), which serves the connection from then on. The commit point is the rate
-//! limiter: once it has counted the request, the lane answers it itself, including the
-//! gateway's own errors (503 unreachable, 504 timeout, 502 upstream failure).
+//! else goes to hyper before the gateway's state has changed: another method or route,
+//! HTTP/1.0, `Expect`, `Upgrade`, chunked request bodies, `Connection: close`, a target with
+//! a fragment or unusual characters, an HTTP/2 preface, a malformed head, a failed check
+//! (hyper's path then answers 401/403/400/429/413 as it always has), an `https://` provider.
+//! The key is checked on the head, so only a request with a usable key gets its body read
+//! here. The bytes read so far are replayed to hyper ([`rewind::Rewind`]), which serves the
+//! connection from then on. The commit point is the rate limiter: once it has counted the
+//! request, the lane answers it itself, including the gateway's own errors (503 unreachable,
+//! 504 timeout, 502 upstream failure). Like hyper, it drops a request whose client leaves
+//! before the answer's head, and says `Connection: close` once the server is shutting down.
 
 mod relay;
 mod request;
@@ -23,6 +26,7 @@ mod rewind;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -57,7 +61,7 @@ pub(crate) async fn serve(
     client: TcpStream,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<Ended> {
-    let mut connection = relay::Connection::new(&gateway, client);
+    let mut connection = relay::Connection::new(&gateway, client, shutdown.clone());
     let mut inbound = BytesMut::with_capacity(READ_CHUNK);
     // One waiter for the connection's life: a new `changed()` per request took and released the
     // channel's waiter-list lock every time (about 1 % of the lane's CPU in `perf`).
@@ -78,6 +82,8 @@ pub(crate) async fn serve(
             let idle = inbound.is_empty();
             inbound.reserve(READ_CHUNK);
             tokio::select! {
+                // A request already on its way is read (and answered) first.
+                biased;
                 read = connection.client().read_buf(&mut inbound) => {
                     if read? == 0 {
                         return Ok(Ended::Closed);
@@ -86,6 +92,10 @@ pub(crate) async fn serve(
                 () = &mut shutdown, if idle => return Ok(Ended::Closed),
             }
         };
+        let started = Instant::now();
+        if !connection.admits(&inbound[..request.head_len], &request) {
+            return Ok(connection.hand_over(inbound));
+        }
         let total = request.head_len + request.body_len;
         while inbound.len() < total {
             // Grown as the body arrives: a declared length alone reserves no memory.
@@ -94,8 +104,15 @@ pub(crate) async fn serve(
                 return Ok(Ended::Closed);
             }
         }
-        if !connection.serve(&mut inbound, &request).await? {
+        if !connection.serve(&mut inbound, &request, started).await? {
             return Ok(connection.hand_over(inbound));
+        }
+        if connection.closing() {
+            return Ok(Ended::Closed);
+        }
+        // A large request's buffer is not kept for the connection's idle life.
+        if inbound.is_empty() && inbound.capacity() > MAX_LANE_HEAD {
+            inbound = BytesMut::with_capacity(READ_CHUNK);
         }
     }
 }

@@ -15,6 +15,7 @@ use compresh_ratelimit::Decision;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::request::LaneRequest;
 use super::Ended;
@@ -27,6 +28,9 @@ use crate::ops::rpm_override;
 use crate::restrictions::{model_allowed, provider_allowed};
 use crate::usage::{Observation, Observe, UsageDraft};
 
+/// Capacity of the write buffer kept between requests.
+const OUT_KEPT: usize = 8 * 1024;
+
 /// A client connection on the lane and its own upstream connection.
 pub(super) struct Connection<'g> {
     gateway: &'g Gateway,
@@ -38,6 +42,11 @@ pub(super) struct Connection<'g> {
     /// The key this connection presented last, and its hash: clients send the same key with
     /// every request of a connection, and SHA-256 was about 3,400 instructions of each.
     last_key: Option<(ApiKey, KeyHash)>,
+    /// Turns true when the server shuts down: answers from then on say `Connection: close`
+    /// and end the connection, as hyper's do.
+    shutdown: watch::Receiver<bool>,
+    /// The last answer said `Connection: close`.
+    closing: bool,
 }
 
 /// A request that passed every check and was counted by the limiter.
@@ -54,8 +63,6 @@ struct Committed {
     session: HeaderValue,
     strip_usage: bool,
     started: Instant,
-    /// The Unix second the checks ran in (the usage row's time).
-    now: i64,
 }
 
 /// The answer to a committed request, as far as its head.
@@ -75,14 +82,25 @@ impl Answered {
 }
 
 impl<'g> Connection<'g> {
-    pub(super) fn new(gateway: &'g Gateway, client: TcpStream) -> Self {
+    pub(super) fn new(
+        gateway: &'g Gateway,
+        client: TcpStream,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             gateway,
             client,
             upstream: None,
-            out: Vec::with_capacity(8 * 1024),
+            out: Vec::with_capacity(OUT_KEPT),
             last_key: None,
+            shutdown,
+            closing: false,
         }
+    }
+
+    /// The last answer closed the connection (the server is shutting down).
+    pub(super) fn closing(&self) -> bool {
+        self.closing
     }
 
     pub(super) fn client(&mut self) -> &mut TcpStream {
@@ -94,14 +112,44 @@ impl<'g> Connection<'g> {
         Ended::Handover(self.client, inbound.freeze())
     }
 
+    /// Whether the request whose head is at the front of `head` carries a usable key of an
+    /// active account: checked before its body is read, so that a client without one never
+    /// gets a body buffered (hyper's path answers it after the head, as before).
+    pub(super) fn admits(&mut self, head: &[u8], request: &LaneRequest) -> bool {
+        let Some(hash) = self.key_hash(head, request) else {
+            return false;
+        };
+        let snapshot = self.gateway.store().snapshot();
+        key_record(&hash, &snapshot, unix_now())
+            .ok()
+            .and_then(|key| snapshot.account(key.account_id))
+            .is_some_and(|account| account.active)
+    }
+
+    /// The hash of the request's key, from the last request's when it is the same key.
+    fn key_hash(&mut self, message: &[u8], request: &LaneRequest) -> Option<KeyHash> {
+        let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &message[r]);
+        let presented =
+            extract_key_with(value(&request.authorization), || value(&request.x_api_key)).ok()?;
+        Some(match &self.last_key {
+            Some((last, hash)) if *last == presented => *hash,
+            _ => {
+                let hash = presented.hash();
+                self.last_key = Some((presented, hash));
+                hash
+            }
+        })
+    }
+
     /// Serves the complete request at the front of `inbound` and removes it; `Ok(false)` when
-    /// hyper must serve it instead (then nothing was changed, `inbound` included).
+    /// hyper must serve it instead (then nothing was changed, `inbound` included). `started`
+    /// is when its head was complete (where hyper's path starts its clock).
     pub(super) async fn serve(
         &mut self,
         inbound: &mut BytesMut,
         request: &LaneRequest,
+        started: Instant,
     ) -> io::Result<bool> {
-        let started = Instant::now();
         let total = request.head_len + request.body_len;
         let Some((committed, forwarded_body)) = self.commit(&inbound[..total], request, started)
         else {
@@ -141,6 +189,10 @@ impl<'g> Connection<'g> {
             Err(RelayFailure::Io(error)) => Err(error),
         };
         inbound.advance(total);
+        // The upstream request of a large body is not kept for the connection's idle life.
+        if self.out.capacity() > OUT_KEPT {
+            self.out = Vec::with_capacity(OUT_KEPT);
+        }
         result
     }
 
@@ -156,16 +208,7 @@ impl<'g> Connection<'g> {
         let gateway = self.gateway;
         let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &message[r]);
         let snapshot = gateway.store().snapshot();
-        let presented =
-            extract_key_with(value(&request.authorization), || value(&request.x_api_key)).ok()?;
-        let hash = match &self.last_key {
-            Some((last, hash)) if *last == presented => *hash,
-            _ => {
-                let hash = presented.hash();
-                self.last_key = Some((presented, hash));
-                hash
-            }
-        };
+        let hash = self.key_hash(message, request)?;
         let now = unix_now();
         let key = key_record(&hash, &snapshot, now).ok()?;
         let account = snapshot.account(key.account_id)?;
@@ -225,7 +268,6 @@ impl<'g> Connection<'g> {
                 session,
                 strip_usage: forwarded_body.is_some(),
                 started,
-                now,
             },
             forwarded_body,
         ))
@@ -254,24 +296,36 @@ impl<'g> Connection<'g> {
             let head = connection.exchange(request, upstream.name()).await?;
             Ok::<_, ForwardError>((connection, head))
         };
-        let (mut connection, head) =
-            match tokio::time::timeout(config.response_timeout, exchange).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(error)) => return Err(RelayFailure::Gateway(error, sent.elapsed())),
-                Err(_elapsed) => {
-                    tracing::warn!(
-                        provider = upstream.name(),
-                        timeout_ms =
-                            u64::try_from(config.response_timeout.as_millis()).unwrap_or(u64::MAX),
-                        "upstream response timed out"
-                    );
-                    let error = ForwardError::Timeout {
-                        provider: upstream.name().to_owned(),
-                        after: config.response_timeout,
-                    };
-                    return Err(RelayFailure::Gateway(error, sent.elapsed()));
-                }
-            };
+        // A client that leaves before the answer's head takes its request with it, as on hyper's
+        // path (which drops the request's future): the provider's connection closes with the
+        // exchange, and nothing is counted or recorded.
+        let answer = tokio::select! {
+            biased;
+            answer = tokio::time::timeout(config.response_timeout, exchange) => answer,
+            () = client_left(&self.client) => {
+                return Err(RelayFailure::Io(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the client went away before the answer",
+                )));
+            }
+        };
+        let (mut connection, head) = match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return Err(RelayFailure::Gateway(error, sent.elapsed())),
+            Err(_elapsed) => {
+                tracing::warn!(
+                    provider = upstream.name(),
+                    timeout_ms =
+                        u64::try_from(config.response_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "upstream response timed out"
+                );
+                let error = ForwardError::Timeout {
+                    provider: upstream.name().to_owned(),
+                    after: config.response_timeout,
+                };
+                return Err(RelayFailure::Gateway(error, sent.elapsed()));
+            }
+        };
         let upstream_time = sent.elapsed();
         let content_type = head
             .content_type
@@ -280,7 +334,8 @@ impl<'g> Connection<'g> {
         let observe = Observe::for_content_type(content_type, committed.strip_usage);
         let mut observation = self.observation(committed, observe, head.status);
         // Measured at the head, as on hyper's path (a stream's length changes neither figure),
-        // but counted and logged once the answer is out: that work no longer delays it.
+        // but counted and logged once the first bytes of the answer are out (all of them for
+        // an answer that arrived in one read): that work no longer delays it.
         let answered = Answered {
             status: head.status,
             upstream_status: head.status,
@@ -290,10 +345,19 @@ impl<'g> Connection<'g> {
         let chunked =
             self.write_answer_head(committed, &head, &connection, &observation, &answered);
         let mut body = connection.body(&head);
+        let mut unaccounted = Some(&answered);
         let relayed = self
-            .relay_body(&mut connection, &mut body, &mut observation, chunked)
+            .relay_body(
+                &mut connection,
+                &mut body,
+                &mut observation,
+                chunked,
+                (committed, path, &mut unaccounted),
+            )
             .await;
-        self.account(committed, path, &answered);
+        if let Some(answered) = unaccounted {
+            self.account(committed, path, answered);
+        }
         relayed.map_err(RelayFailure::Io)?;
         observation.finish();
         self.upstream = Some(connection);
@@ -342,17 +406,20 @@ impl<'g> Connection<'g> {
             }
         };
         write_gateway_headers(out, committed, answered.overhead());
+        self.closing = write_close_when_shutting_down(out, &self.shutdown);
         out.extend_from_slice(b"\r\n");
         chunked
     }
 
-    /// Relays the body after the head in `self.out`, writing once per read from the provider.
+    /// Relays the body after the head in `self.out`, writing once per read from the provider;
+    /// accounts for the answer (`unaccounted`) after the first write.
     async fn relay_body(
         &mut self,
         connection: &mut WireConnection,
         body: &mut BodyReader,
         observation: &mut Observation,
         chunked: bool,
+        (committed, path, unaccounted): (&Committed, &str, &mut Option<&Answered>),
     ) -> io::Result<()> {
         // Watched while the provider is quiet: a client that goes away mid-stream ends the
         // relay (and the provider's stream) at once, as hyper notices it on its read side.
@@ -376,6 +443,9 @@ impl<'g> Connection<'g> {
                     if !self.out.is_empty() {
                         self.client.write_all(&self.out).await?;
                         self.out.clear();
+                        if let Some(answered) = unaccounted.take() {
+                            self.account(committed, path, answered);
+                        }
                     }
                     tokio::select! {
                         read = body.read(connection) => {
@@ -424,6 +494,7 @@ impl<'g> Connection<'g> {
         push_decimal(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
         write_gateway_headers(out, committed, answered.overhead());
+        self.closing = write_close_when_shutting_down(out, &self.shutdown);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&observation.observe(body));
         observation.finish();
@@ -435,7 +506,8 @@ impl<'g> Connection<'g> {
     fn observation(&self, committed: &Committed, observe: Observe, status: u16) -> Observation {
         let gateway = self.gateway;
         let draft = UsageDraft {
-            at: committed.now,
+            // When the answer's head arrived, as on hyper's path.
+            at: unix_now(),
             key_id: committed.key_id.clone(),
             account_id: committed.account_id,
             provider: committed.provider.clone().into_owned(),
@@ -474,6 +546,14 @@ impl<'g> Connection<'g> {
 async fn client_gone(client: &TcpStream) -> bool {
     let mut probe = [0; 1];
     !matches!(client.peek(&mut probe).await, Ok(read) if read > 0)
+}
+
+/// Resolves when the client closes its side; never when it sends bytes instead (a pipelined
+/// request: nothing to watch for then).
+async fn client_left(client: &TcpStream) {
+    if !client_gone(client).await {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Why a committed request got no answer from the provider.
@@ -522,6 +602,15 @@ fn write_gateway_headers(out: &mut Vec<u8>, committed: &Committed, overhead: Dur
     );
     let overhead = millis_value(overhead.as_millis() as u64);
     write_header(out, OVERHEAD_OUT.as_str().as_bytes(), overhead.as_bytes());
+}
+
+/// `Connection: close` once the server is shutting down; whether it was written.
+fn write_close_when_shutting_down(out: &mut Vec<u8>, shutdown: &watch::Receiver<bool>) -> bool {
+    let closing = *shutdown.borrow();
+    if closing {
+        write_header(out, b"connection", b"close");
+    }
+    closing
 }
 
 /// The names [`write_gateway_headers`] sets on an allowed request.

@@ -52,7 +52,7 @@ pub(crate) fn parse(buffer: &[u8], body_limit: usize) -> Parse {
     else {
         return Parse::Handover;
     };
-    if !target.starts_with("/v1/") {
+    if !target.starts_with("/v1/") || !target.bytes().all(plain_target_byte) {
         return Parse::Handover;
     }
     let base = buffer.as_ptr() as usize;
@@ -110,6 +110,13 @@ pub(crate) fn parse(buffer: &[u8], body_limit: usize) -> Parse {
     Parse::Lane(parsed)
 }
 
+/// The bytes of an origin-form target that `http::Uri` and the lane read alike: unreserved,
+/// sub-delims, `:`, `@`, `/`, `?` and `%`. Anything else (a `#` fragment, which `Uri` cuts
+/// off, quotes, braces, backslashes) goes to hyper.
+fn plain_target_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&byte)
+}
+
 fn parse_length(value: &[u8]) -> Option<usize> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
@@ -165,6 +172,9 @@ mod tests {
             "POST /v1/x HTTP/1.1\r\nConnection: keep-alive, x-hop\r\n",
             "POST /v1/x HTTP/1.1\r\nExpect: 100-continue\r\n",
             "POST /v1/x HTTP/1.1\r\nUpgrade: h2c\r\n",
+            "POST /v1/chat/completions#frag HTTP/1.1\r\n",
+            "POST /v1/x?q={} HTTP/1.1\r\n",
+            "POST /v1/x\"y HTTP/1.1\r\n",
             "POST /v1/x HTTP/1.1\r\nContent-Length: 2\r\n",
         ] {
             assert!(handed_over(&format!("{head}{body}")), "{head}");

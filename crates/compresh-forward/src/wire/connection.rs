@@ -88,8 +88,9 @@ impl WireConnection {
         {
             return false;
         }
-        // A closed (or chatty) idle connection is readable; an open quiet one is not. The
-        // readiness is cached by tokio, so this costs no system call while it stays quiet.
+        // A closed (or chatty) idle connection is readable; an open quiet one is not. One
+        // `recv` at most: its `WouldBlock` clears tokio's cached readiness, and later probes of a
+        // still-quiet connection make no system call.
         let mut probe = [0; 1];
         matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
     }
@@ -247,6 +248,10 @@ impl BodyReader {
             // Bytes after the end are no answer to anything: do not reuse the connection.
             connection.reusable = self.reusable && connection.buffer.is_empty();
             connection.idle_since = Instant::now();
+            // A large answer's buffer is not kept while the connection idles.
+            if connection.buffer.capacity() > 4 * READ_CHUNK {
+                connection.buffer = BytesMut::with_capacity(READ_CHUNK);
+            }
         }
         Ok(piece)
     }

@@ -79,6 +79,10 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
         Err(_) => return Err(Malformed::Syntax),
     };
     let status = response.code.ok_or(Malformed::Syntax)?;
+    // hyper's client refuses these (`StatusCode` starts at 100).
+    if status < 100 {
+        return Err(Malformed::Syntax);
+    }
     if status == 101 {
         return Err(Malformed::Upgrade);
     }
@@ -114,6 +118,16 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
     if listed.iter().any(|token| token == "close") {
         head.reusable = false;
     }
+    // `Transfer-Encoding` decides the framing whatever the lengths say (RFC 9112 §6.3), so the
+    // lengths are only read without one, as hyper does.
+    let has_transfer_encoding = response
+        .headers
+        .iter()
+        .any(|line| line.name.eq_ignore_ascii_case("transfer-encoding"));
+    if has_transfer_encoding && response.version == Some(0) {
+        // hyper's client refuses chunked HTTP/1.0 answers.
+        return Err(Malformed::Syntax);
+    }
     let mut length = None;
     let mut chunked = None;
     for line in response.headers.iter() {
@@ -121,11 +135,13 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
         match name.len() {
             14 if is(b"content-length") => {
-                let value = parse_length(line.value).ok_or(Malformed::Length)?;
-                if length.is_some_and(|earlier| earlier != value) {
-                    return Err(Malformed::Length);
+                if !has_transfer_encoding {
+                    let value = parse_length(line.value).ok_or(Malformed::Length)?;
+                    if length.is_some_and(|earlier| earlier != value) {
+                        return Err(Malformed::Length);
+                    }
+                    length = Some(value);
                 }
-                length = Some(value);
                 continue;
             }
             17 if is(b"transfer-encoding") => {
@@ -159,12 +175,21 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
     Ok(Parsed::Head(head))
 }
 
+/// A `Content-Length` value; a list of equal values (`5, 5`) counts as one, as hyper reads it.
 fn parse_length(value: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(value).ok()?.trim();
-    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
+    let mut length = None;
+    for part in value.split(|&byte| byte == b',') {
+        let text = std::str::from_utf8(part).ok()?.trim();
+        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        let value: u64 = text.parse().ok()?;
+        if length.is_some_and(|earlier| earlier != value) {
+            return None;
+        }
+        length = Some(value);
     }
-    text.parse().ok()
+    length
 }
 
 fn last_coding_is_chunked(value: &[u8]) -> bool {
@@ -353,5 +378,25 @@ mod tests {
             head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n").framing,
             Framing::Length(3)
         );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n").framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n"),
+            Err(Malformed::Length)
+        );
+        let beside = "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 9x\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(head(beside).framing, Framing::Chunked);
+        for refused in [
+            "HTTP/1.1 042 Odd\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_response_head(refused.as_bytes()),
+                Err(Malformed::Syntax),
+                "{refused:?}"
+            );
+        }
     }
 }
