@@ -93,9 +93,9 @@ pub(crate) async fn serve(
             }
         };
         let started = Instant::now();
-        if !connection.admits(&inbound[..request.head_len], &request) {
+        let Some(key) = connection.admits(&inbound[..request.head_len], &request) else {
             return Ok(connection.hand_over(inbound));
-        }
+        };
         let total = request.head_len + request.body_len;
         while inbound.len() < total {
             // Grown as the body arrives: a declared length alone reserves no memory.
@@ -104,7 +104,10 @@ pub(crate) async fn serve(
                 return Ok(Ended::Closed);
             }
         }
-        if !connection.serve(&mut inbound, &request, started).await? {
+        if !connection
+            .serve(&mut inbound, &request, key, started)
+            .await?
+        {
             return Ok(connection.hand_over(inbound));
         }
         if connection.closing() {

@@ -112,18 +112,18 @@ impl<'g> Connection<'g> {
         Ended::Handover(self.client, inbound.freeze())
     }
 
-    /// Whether the request whose head is at the front of `head` carries a usable key of an
-    /// active account: checked before its body is read, so that a client without one never
-    /// gets a body buffered (hyper's path answers it after the head, as before).
-    pub(super) fn admits(&mut self, head: &[u8], request: &LaneRequest) -> bool {
-        let Some(hash) = self.key_hash(head, request) else {
-            return false;
-        };
+    /// The hash of the request's key, if it is a usable key of an active account (the request's
+    /// head is at the front of `head`): checked before its body is read, so that a client
+    /// without one never gets a body buffered (hyper's path answers it after the head, as
+    /// before).
+    pub(super) fn admits(&mut self, head: &[u8], request: &LaneRequest) -> Option<KeyHash> {
+        let hash = self.key_hash(head, request)?;
         let snapshot = self.gateway.store().snapshot();
-        key_record(&hash, &snapshot, unix_now())
-            .ok()
-            .and_then(|key| snapshot.account(key.account_id))
+        let key = key_record(&hash, &snapshot, unix_now()).ok()?;
+        snapshot
+            .account(key.account_id)
             .is_some_and(|account| account.active)
+            .then_some(hash)
     }
 
     /// The hash of the request's key, from the last request's when it is the same key.
@@ -148,10 +148,12 @@ impl<'g> Connection<'g> {
         &mut self,
         inbound: &mut BytesMut,
         request: &LaneRequest,
+        key: KeyHash,
         started: Instant,
     ) -> io::Result<bool> {
         let total = request.head_len + request.body_len;
-        let Some((committed, forwarded_body)) = self.commit(&inbound[..total], request, started)
+        let Some((committed, forwarded_body)) =
+            self.commit(&inbound[..total], request, &key, started)
         else {
             return Ok(false);
         };
@@ -203,14 +205,14 @@ impl<'g> Connection<'g> {
         &mut self,
         message: &[u8],
         request: &LaneRequest,
+        hash: &KeyHash,
         started: Instant,
     ) -> Option<(Committed, Option<Bytes>)> {
         let gateway = self.gateway;
         let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &message[r]);
+        // Looked up again: the snapshot may have changed (a revocation) while the body arrived.
         let snapshot = gateway.store().snapshot();
-        let hash = self.key_hash(message, request)?;
-        let now = unix_now();
-        let key = key_record(&hash, &snapshot, now).ok()?;
+        let key = key_record(hash, &snapshot, unix_now()).ok()?;
         let account = snapshot.account(key.account_id)?;
         if !account.active {
             return None;
