@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 
 pub mod wire;
 
@@ -36,7 +37,12 @@ pub struct TestGateway {
     pub mock: MockProvider,
     /// The key created on first start.
     pub api_key: String,
+    /// The gateway the server serves (its metrics stay readable after a shutdown began).
+    pub gateway: Arc<Gateway>,
+    addr: SocketAddr,
     server: Option<RunningServer>,
+    /// A graceful shutdown begun by [`TestGateway::begin_shutdown`].
+    stopping: Option<JoinHandle<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -142,8 +148,9 @@ impl TestGateway {
         );
         let gateway = Gateway::new(data.store.clone(), Arc::clone(&data.master_keys), config)
             .expect("gateway");
+        let gateway = Arc::new(gateway);
         let server = RunningServer::start(
-            Arc::new(gateway),
+            Arc::clone(&gateway),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(10),
         )
@@ -154,14 +161,17 @@ impl TestGateway {
             data,
             mock,
             api_key: first.api_key.expose_secret().to_owned(),
+            gateway,
+            addr: server.addr(),
             server: Some(server),
+            stopping: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    /// The server's address.
+    /// The server's address (no longer accepting once a shutdown began).
     pub fn addr(&self) -> SocketAddr {
-        self.server.as_ref().expect("running").addr()
+        self.addr
     }
 
     /// `http://addr{path}`.
@@ -241,10 +251,19 @@ impl TestGateway {
         DataDir::open(self.dir.path(), None).expect("second open")
     }
 
-    /// Gracefully stop the server and wait for it.
-    pub async fn shutdown(&mut self) {
+    /// Begin a graceful shutdown without waiting for it: the server stops accepting and
+    /// lets in-flight requests finish; [`TestGateway::shutdown`] waits for the end.
+    pub fn begin_shutdown(&mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().await;
+            self.stopping = Some(tokio::spawn(server.shutdown()));
+        }
+    }
+
+    /// Gracefully stop the server (unless a shutdown was begun already) and wait for it.
+    pub async fn shutdown(&mut self) {
+        self.begin_shutdown();
+        if let Some(stopping) = self.stopping.take() {
+            stopping.await.expect("the server shut down");
         }
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::{set_provider, Reply, TestGateway, OPENAI_SECRET};
 
@@ -303,6 +304,10 @@ pub enum RawAnswer {
     ThenHold(Vec<u8>),
     /// Never answers; holds the connection until the peer closes it.
     Never,
+    /// Waits this long after each request, then writes these bytes and reads the connection's
+    /// next request. A peer that closes the connection during the wait ends it unanswered
+    /// ([`RawUpstream::wait_left_unanswered`]).
+    Delayed(Duration, Vec<u8>),
 }
 
 /// A provider on a raw socket: every connection's requests are recorded and answered by a
@@ -310,6 +315,8 @@ pub enum RawAnswer {
 pub struct RawUpstream {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<RawRequest>>>,
+    /// Connections the peer closed while a [`RawAnswer::Delayed`] answer was pending.
+    left_unanswered: watch::Sender<usize>,
 }
 
 impl RawUpstream {
@@ -329,14 +336,26 @@ impl RawUpstream {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
+        let left_unanswered = watch::Sender::new(0);
+        let left = left_unanswered.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let answer = answer.clone();
                 let seen = Arc::clone(&seen);
-                tokio::spawn(serve_raw(Conn::new(stream), answer, piece, check, seen));
+                let left = left.clone();
+                tokio::spawn(async move {
+                    let conn = Conn::new(stream);
+                    if serve_raw(conn, answer, piece, check, seen).await == Served::LeftUnanswered {
+                        left.send_modify(|count| *count += 1);
+                    }
+                });
             }
         });
-        RawUpstream { addr, requests }
+        RawUpstream {
+            addr,
+            requests,
+            left_unanswered,
+        }
     }
 
     /// The listening address.
@@ -351,6 +370,23 @@ impl RawUpstream {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+
+    /// Waits until `count` connections were closed by the peer while a
+    /// [`RawAnswer::Delayed`] answer was pending, or `timeout` passes; whether that happened.
+    pub async fn wait_left_unanswered(&self, count: usize, timeout: Duration) -> bool {
+        let mut left = self.left_unanswered.subscribe();
+        let reached = tokio::time::timeout(timeout, left.wait_for(|left| *left >= count)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+}
+
+/// How [`serve_raw`] ended a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Served {
+    /// Answered what it read, then closed (or saw the peer close).
+    Done,
+    /// The peer closed it while a delayed answer was pending.
+    LeftUnanswered,
 }
 
 async fn serve_raw(
@@ -359,7 +395,7 @@ async fn serve_raw(
     piece: usize,
     check: fn(&RawRequest),
     seen: Arc<Mutex<Vec<RawRequest>>>,
-) {
+) -> Served {
     while let Some(request) = conn.read_request().await {
         check(&request);
         seen.lock()
@@ -368,30 +404,47 @@ async fn serve_raw(
         let bytes = match &answer {
             RawAnswer::KeepAlive(bytes)
             | RawAnswer::ThenClose(bytes)
-            | RawAnswer::ThenHold(bytes) => bytes,
+            | RawAnswer::ThenHold(bytes)
+            | RawAnswer::Delayed(_, bytes) => bytes,
             RawAnswer::Never => &Vec::new(),
         };
+        if let RawAnswer::Delayed(delay, _) = &answer {
+            let answer_at = tokio::time::Instant::now() + *delay;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(answer_at) => break,
+                    // Bytes of a pipelined request stay in `buf`; a close (or a reset) ends the
+                    // connection unanswered.
+                    read = conn.fill_unbounded() => {
+                        if !matches!(read, Ok(read) if read > 0) {
+                            return Served::LeftUnanswered;
+                        }
+                    }
+                }
+            }
+        }
         for (i, part) in bytes.chunks(piece.max(1)).enumerate() {
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             if conn.stream.write_all(part).await.is_err() {
-                return;
+                return Served::Done;
             }
         }
         match answer {
-            RawAnswer::KeepAlive(_) => {}
+            RawAnswer::KeepAlive(_) | RawAnswer::Delayed(..) => {}
             RawAnswer::ThenClose(_) => {
                 let _ = conn.stream.shutdown().await;
-                return;
+                return Served::Done;
             }
             RawAnswer::ThenHold(_) | RawAnswer::Never => {
                 // Until the peer gives up (end of stream or an error).
                 while matches!(conn.fill_unbounded().await, Ok(read) if read > 0) {}
-                return;
+                return Served::Done;
             }
         }
     }
+    Served::Done
 }
 
 /// A provider on a raw socket for `POST /v1/chat/completions` with the harness's OpenAI key:

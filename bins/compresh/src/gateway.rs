@@ -336,14 +336,7 @@ impl Gateway {
         let body = self.read_body(&parts.headers, body).await?;
         record.model = request_model(&parts.method, &body)?;
         if !model_allowed(key, record.model.as_deref()) {
-            return Err(GatewayError::forbidden(
-                "model_not_allowed",
-                match &record.model {
-                    Some(model) => format!("this API key may not use the model '{model}'"),
-                    None => "this API key is restricted to certain models; name one in \"model\""
-                        .to_owned(),
-                },
-            ));
+            return Err(model_not_allowed(record.model.as_deref()));
         }
 
         let body = self.ask_for_usage(&parts, &provider.kind, body, record);
@@ -741,6 +734,19 @@ pub(crate) fn chosen_provider(
             "openai"
         },
     ))
+}
+
+/// The answer to a request for a model its key may not use.
+pub(crate) fn model_not_allowed(model: Option<&str>) -> GatewayError {
+    GatewayError::forbidden(
+        "model_not_allowed",
+        match model {
+            Some(model) => format!("this API key may not use the model '{model}'"),
+            None => {
+                "this API key is restricted to certain models; name one in \"model\"".to_owned()
+            }
+        },
+    )
 }
 
 /// Checks the body is a JSON object and returns its `model`; GET-style requests have no body.

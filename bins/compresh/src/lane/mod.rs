@@ -93,7 +93,8 @@ pub(crate) async fn serve(
             }
         };
         let started = Instant::now();
-        let Some(key) = connection.admits(&inbound[..request.head_len], &request) else {
+        let Some(committed) = connection.commit(&inbound[..request.head_len], &request, started)
+        else {
             return Ok(connection.hand_over(inbound));
         };
         let total = request.head_len + request.body_len;
@@ -101,15 +102,12 @@ pub(crate) async fn serve(
             // Grown as the body arrives: a declared length alone reserves no memory.
             inbound.reserve((total - inbound.len()).min(MAX_LANE_HEAD));
             if connection.client().read_buf(&mut inbound).await? == 0 {
+                // Counted by the limiter but never complete: nothing to answer, as on hyper's
+                // path, whose answer to the broken body would find the client gone too.
                 return Ok(Ended::Closed);
             }
         }
-        if !connection
-            .serve(&mut inbound, &request, key, started)
-            .await?
-        {
-            return Ok(connection.hand_over(inbound));
-        }
+        connection.serve(&mut inbound, &request, committed).await?;
         if connection.closing() {
             return Ok(Ended::Closed);
         }

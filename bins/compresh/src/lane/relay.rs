@@ -12,6 +12,7 @@ use compresh_forward::wire::{
 use compresh_forward::{ForwardError, Upstream};
 use compresh_keys::{extract_key_with, ApiKey, KeyHash, KeyId};
 use compresh_ratelimit::Decision;
+use compresh_store::Snapshot;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -21,8 +22,9 @@ use super::request::LaneRequest;
 use super::Ended;
 use crate::error::GatewayError;
 use crate::gateway::{
-    ask_for_usage, chosen_provider, key_record, millis_value, rate_limit_headers, request_model,
-    session_id_from, unix_now, Gateway, OVERHEAD_OUT, SESSION_ID_OUT,
+    ask_for_usage, chosen_provider, key_record, millis_value, model_not_allowed,
+    rate_limit_headers, request_model, session_id_from, unix_now, Gateway, OVERHEAD_OUT,
+    SESSION_ID_OUT,
 };
 use crate::ops::rpm_override;
 use crate::restrictions::{model_allowed, provider_allowed};
@@ -49,12 +51,18 @@ pub(super) struct Connection<'g> {
     closing: bool,
 }
 
-/// A request that passed every check and was counted by the limiter.
-struct Committed {
+/// A request that passed the checks on its head and was counted by the limiter.
+pub(super) struct Committed {
+    /// The snapshot its key was found in, and the key's hash (for the checks on the body).
+    snapshot: Arc<Snapshot>,
+    key_hash: KeyHash,
     key_id: KeyId,
     account_id: i64,
     account: String,
     provider: Cow<'static, str>,
+    /// The provider's kind (`openai`, `anthropic`, ...).
+    provider_kind: String,
+    /// Read from the body.
     model: Option<String>,
     upstream: Arc<Upstream>,
     /// The upstream URI of the request.
@@ -98,9 +106,11 @@ impl<'g> Connection<'g> {
         }
     }
 
-    /// The last answer closed the connection (the server is shutting down).
+    /// The connection ends after this answer: it said `Connection: close`, or the server began
+    /// shutting down while it was sent (hyper then closes after the answer in flight, and
+    /// serves no pipelined request).
     pub(super) fn closing(&self) -> bool {
-        self.closing
+        self.closing || *self.shutdown.borrow()
     }
 
     pub(super) fn client(&mut self) -> &mut TcpStream {
@@ -110,20 +120,6 @@ impl<'g> Connection<'g> {
     pub(super) fn hand_over(self, inbound: BytesMut) -> Ended {
         self.gateway.metrics().count_lane_handover();
         Ended::Handover(self.client, inbound.freeze())
-    }
-
-    /// The hash of the request's key, if it is a usable key of an active account (the request's
-    /// head is at the front of `head`): checked before its body is read, so that a client
-    /// without one never gets a body buffered (hyper's path answers it after the head, as
-    /// before).
-    pub(super) fn admits(&mut self, head: &[u8], request: &LaneRequest) -> Option<KeyHash> {
-        let hash = self.key_hash(head, request)?;
-        let snapshot = self.gateway.store().snapshot();
-        let key = key_record(&hash, &snapshot, unix_now()).ok()?;
-        snapshot
-            .account(key.account_id)
-            .is_some_and(|account| account.active)
-            .then_some(hash)
     }
 
     /// The hash of the request's key, from the last request's when it is the same key.
@@ -141,54 +137,112 @@ impl<'g> Connection<'g> {
         })
     }
 
-    /// Serves the complete request at the front of `inbound` and removes it; `Ok(false)` when
-    /// hyper must serve it instead (then nothing was changed, `inbound` included). `started`
-    /// is when its head was complete (where hyper's path starts its clock).
+    /// Runs [`Gateway::handle`]'s checks that need only the head (the request's head is at the
+    /// front of `head`), then the rate limiter; `None` (hand over) when any fails or the limiter
+    /// refuses, and nothing has changed then. hyper's path runs the limiter before reading the
+    /// body as well, so a refused or unauthenticated request never gets its body read here.
+    /// The checks hyper's path runs after the limiter come first here: when one fails, hyper's
+    /// path gives the same answer (its limiter counts the request, then the check fails).
+    pub(super) fn commit(
+        &mut self,
+        head: &[u8],
+        request: &LaneRequest,
+        started: Instant,
+    ) -> Option<Committed> {
+        let gateway = self.gateway;
+        let hash = self.key_hash(head, request)?;
+        let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &head[r]);
+        let snapshot = gateway.store().snapshot();
+        let key = key_record(&hash, &snapshot, unix_now()).ok()?;
+        let account = snapshot.account(key.account_id)?;
+        if !account.active {
+            return None;
+        }
+        let provider_header = match value(&request.provider) {
+            Some(bytes) => Some(HeaderValue::from_bytes(bytes).ok()?),
+            None => None,
+        };
+        let target = std::str::from_utf8(&head[request.target.clone()]).ok()?;
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let provider_name = chosen_provider(provider_header.as_ref(), path).ok()?;
+        if !provider_allowed(key, &provider_name) {
+            return None;
+        }
+        let provider = snapshot.provider(key.account_id, &provider_name)?;
+        let upstream = gateway
+            .upstreams()
+            .get(provider, gateway.master_keys())
+            .ok()?;
+        if !upstream.is_plain_http() {
+            return None;
+        }
+        let target = upstream.target_uri(target).ok()?;
+
+        let policy = gateway.tiers().policy_for(&account.plan, rpm_override(key));
+        let decision = gateway.limiter().check(key.id.as_str(), &policy);
+        if !decision.allowed {
+            return None;
+        }
+        // Committed: from here on the lane answers, whatever happens.
+        gateway.metrics().count_lane_request();
+        let session = match value(&request.session) {
+            Some(bytes) => session_id_from(HeaderValue::from_bytes(bytes).ok().as_ref()),
+            None => session_id_from(None),
+        };
+        let key_id = key.id.clone();
+        let account_id = key.account_id;
+        let account = account.name.clone();
+        let provider_kind = provider.kind.clone();
+        Some(Committed {
+            snapshot,
+            key_hash: hash,
+            key_id,
+            account_id,
+            account,
+            provider: provider_name,
+            provider_kind,
+            model: None,
+            upstream,
+            target,
+            decision,
+            session,
+            strip_usage: false,
+            started,
+        })
+    }
+
+    /// Serves the committed request at the front of `inbound` (complete, body included) and
+    /// removes it.
     pub(super) async fn serve(
         &mut self,
         inbound: &mut BytesMut,
         request: &LaneRequest,
-        key: KeyHash,
-        started: Instant,
-    ) -> io::Result<bool> {
+        mut committed: Committed,
+    ) -> io::Result<()> {
         let total = request.head_len + request.body_len;
-        let Some((committed, forwarded_body)) =
-            self.commit(&inbound[..total], request, &key, started)
-        else {
-            return Ok(false);
-        };
         let message = &inbound[..total];
-        self.out.clear();
-        let path_and_query = committed
-            .target
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str());
-        let headers = request
-            .headers
-            .iter()
-            .map(|(name, value)| (&message[name.clone()], &message[value.clone()]));
-        let body = forwarded_body
-            .as_deref()
-            .unwrap_or(&message[request.head_len..]);
-        write_request_head(
-            &mut self.out,
-            "POST",
-            path_and_query,
-            headers,
-            &committed.upstream,
-            body.len(),
-        );
-        self.out.extend_from_slice(body);
         // httparse checked the request target is text.
         let target = std::str::from_utf8(&message[request.target.clone()]).unwrap_or("/");
         let path = target.split_once('?').map_or(target, |(path, _)| path);
-        let result = match self.forward_and_answer(&committed, path).await {
-            Ok(()) => Ok(true),
-            Err(RelayFailure::Gateway(error, upstream_time)) => self
-                .answer_error(&committed, path, error, upstream_time)
-                .await
-                .map(|()| true),
-            Err(RelayFailure::Io(error)) => Err(error),
+        let body = &message[request.head_len..];
+        let result = match self.check_body(&mut committed, path, body) {
+            Ok(forwarded_body) => {
+                let body = forwarded_body.as_deref().unwrap_or(body);
+                self.write_upstream_request(&committed, message, request, body);
+                match self.forward_and_answer(&committed, path).await {
+                    Ok(()) => Ok(()),
+                    Err(RelayFailure::Gateway(error, upstream_time)) => {
+                        tracing::warn!(provider = %committed.provider, code = error.code(), "upstream failure: {error}");
+                        self.answer_error(&committed, path, error.into(), upstream_time)
+                            .await
+                    }
+                    Err(RelayFailure::Io(error)) => Err(error),
+                }
+            }
+            Err(error) => {
+                self.answer_error(&committed, path, error, Duration::ZERO)
+                    .await
+            }
         };
         inbound.advance(total);
         // The upstream request of a large body is not kept for the connection's idle life.
@@ -198,81 +252,54 @@ impl<'g> Connection<'g> {
         result
     }
 
-    /// Runs [`Gateway::handle`]'s checks on a complete request; `None` (hand over) when any
-    /// fails or the limiter refuses. Nothing but the limiter's count changes here, and only
-    /// when the request is committed.
-    fn commit(
+    /// The checks of hyper's path that need the body (it runs them after the limiter too);
+    /// the body to forward when the gateway asks for usage on the client's behalf.
+    fn check_body(
+        &self,
+        committed: &mut Committed,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Option<Bytes>, GatewayError> {
+        committed.model = request_model(&Method::POST, body)?;
+        // The snapshot the key was checked in holds it.
+        let key = committed.snapshot.key_by_hash(&committed.key_hash);
+        if key.is_some_and(|key| !model_allowed(key, committed.model.as_deref())) {
+            return Err(model_not_allowed(committed.model.as_deref()));
+        }
+        let forwarded = ask_for_usage(&committed.provider_kind, &Method::POST, path, body);
+        if forwarded.is_some() {
+            committed.strip_usage = true;
+            self.gateway.metrics().count_usage_injected();
+        }
+        Ok(forwarded)
+    }
+
+    /// Writes the upstream request (head and body) into `self.out`.
+    fn write_upstream_request(
         &mut self,
+        committed: &Committed,
         message: &[u8],
         request: &LaneRequest,
-        hash: &KeyHash,
-        started: Instant,
-    ) -> Option<(Committed, Option<Bytes>)> {
-        let gateway = self.gateway;
-        let value = |range: &Option<std::ops::Range<usize>>| range.clone().map(|r| &message[r]);
-        // Looked up again: the snapshot may have changed (a revocation) while the body arrived.
-        let snapshot = gateway.store().snapshot();
-        let key = key_record(hash, &snapshot, unix_now()).ok()?;
-        let account = snapshot.account(key.account_id)?;
-        if !account.active {
-            return None;
-        }
-        let provider_header = match value(&request.provider) {
-            Some(bytes) => Some(HeaderValue::from_bytes(bytes).ok()?),
-            None => None,
-        };
-        let target = std::str::from_utf8(&message[request.target.clone()]).ok()?;
-        let path = target.split_once('?').map_or(target, |(path, _)| path);
-        let provider_name = chosen_provider(provider_header.as_ref(), path).ok()?;
-        if !provider_allowed(key, &provider_name) {
-            return None;
-        }
-        let provider = snapshot.provider(key.account_id, &provider_name)?;
-        let body = &message[request.head_len..];
-        let model = request_model(&Method::POST, body).ok()?;
-        if !model_allowed(key, model.as_deref()) {
-            return None;
-        }
-        let upstream = gateway
-            .upstreams()
-            .get(provider, gateway.master_keys())
-            .ok()?;
-        if !upstream.is_plain_http() {
-            return None;
-        }
-        let target = upstream.target_uri(target).ok()?;
-        let forwarded_body = ask_for_usage(&provider.kind, &Method::POST, path, body);
-
-        let policy = gateway.tiers().policy_for(&account.plan, rpm_override(key));
-        let decision = gateway.limiter().check(key.id.as_str(), &policy);
-        if !decision.allowed {
-            return None;
-        }
-        // Committed: from here on the lane answers, whatever happens.
-        gateway.metrics().count_lane_request();
-        if forwarded_body.is_some() {
-            gateway.metrics().count_usage_injected();
-        }
-        let session = match value(&request.session) {
-            Some(bytes) => session_id_from(HeaderValue::from_bytes(bytes).ok().as_ref()),
-            None => session_id_from(None),
-        };
-        Some((
-            Committed {
-                key_id: key.id.clone(),
-                account_id: key.account_id,
-                account: account.name.clone(),
-                provider: provider_name,
-                model,
-                upstream,
-                target,
-                decision,
-                session,
-                strip_usage: forwarded_body.is_some(),
-                started,
-            },
-            forwarded_body,
-        ))
+        body: &[u8],
+    ) {
+        self.out.clear();
+        let path_and_query = committed
+            .target
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str());
+        let headers = request
+            .headers
+            .iter()
+            .map(|(name, value)| (&message[name.clone()], &message[value.clone()]));
+        write_request_head(
+            &mut self.out,
+            "POST",
+            path_and_query,
+            headers,
+            &committed.upstream,
+            body.len(),
+        );
+        self.out.extend_from_slice(body);
     }
 
     /// Sends `self.out` upstream and relays the answer to the client.
@@ -397,9 +424,14 @@ impl<'g> Connection<'g> {
                 false
             }
             Framing::Length(length) if !observation.rewrites() => {
-                out.extend_from_slice(b"content-length: ");
-                push_decimal(out, length);
-                out.extend_from_slice(b"\r\n");
+                match &head.content_length {
+                    Some(value) => write_header(out, b"content-length", &bytes[value.clone()]),
+                    None => {
+                        out.extend_from_slice(b"content-length: ");
+                        push_decimal(out, length);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
                 false
             }
             Framing::Length(_) | Framing::Chunked | Framing::UntilClose => {
@@ -468,16 +500,14 @@ impl<'g> Connection<'g> {
         }
     }
 
-    /// Answers a committed request the gateway could not forward, as hyper's path does.
+    /// Answers a committed request with the gateway's error, as hyper's path does.
     async fn answer_error(
         &mut self,
         committed: &Committed,
         path: &str,
-        error: ForwardError,
+        error: GatewayError,
         upstream_time: Duration,
     ) -> io::Result<()> {
-        tracing::warn!(provider = %committed.provider, code = error.code(), "upstream failure: {error}");
-        let error = GatewayError::from(error);
         let body = Bytes::from(error.body_json());
         let status = error.status().as_u16();
         let mut observation = self.observation(committed, Observe::Json, status);

@@ -40,6 +40,9 @@ pub struct ResponseHead {
     pub headers: Vec<(Range<usize>, Range<usize>)>,
     /// The `Content-Type` value, if any.
     pub content_type: Option<Range<usize>>,
+    /// The first `Content-Length` value as sent (`5, 5` stays so on hyper's path), when it
+    /// frames the body.
+    pub content_length: Option<Range<usize>>,
     /// The provider sent a `Date` header.
     pub has_date: bool,
 }
@@ -113,6 +116,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
         reusable: response.version == Some(1),
         headers: Vec::with_capacity(response.headers.len()),
         content_type: None,
+        content_length: None,
         has_date: false,
     };
     if listed.iter().any(|token| token == "close") {
@@ -141,6 +145,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
                         return Err(Malformed::Length);
                     }
                     length = Some(value);
+                    head.content_length.get_or_insert_with(|| range(line.value));
                 }
                 continue;
             }
