@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use compresh_forward::wire::{
-    push_decimal, write_request_head, BodyReader, Framing, Piece, ResponseHead, WireConnection,
+    push_decimal, write_header, write_request_head, BodyReader, Framing, Piece, ResponseHead,
+    WireConnection,
 };
 use compresh_forward::{ForwardError, Upstream};
 use compresh_keys::{extract_key_with, ApiKey, KeyHash, KeyId};
@@ -612,13 +613,6 @@ fn write_status_line_with(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

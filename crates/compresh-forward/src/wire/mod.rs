@@ -12,5 +12,5 @@ mod request;
 mod response;
 
 pub use connection::{BodyReader, Piece, WireConnection};
-pub use request::{push_decimal, write_request_head};
+pub use request::{push_decimal, write_header, write_request_head};
 pub use response::{parse_response_head, Framing, Malformed, Parsed, ResponseHead};

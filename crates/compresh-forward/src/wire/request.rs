@@ -81,7 +81,8 @@ pub(crate) fn connection_tokens<'a>(
     tokens
 }
 
-pub(crate) fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends one `name: value` header line.
+pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
