@@ -27,6 +27,13 @@ pub struct ClientAddr(pub SocketAddr);
 /// Default time in-flight requests and streams get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How often the accept loop's otherwise idle timer fires. While any timer is due sooner than a
+/// request's, arming the request's timeout (600 s by default) leaves the parked runtime alone.
+/// With no timer armed, tokio wakes its own driver (an `eventfd` write, and one more turn of
+/// the event loop) every time a request arms its response timeout, which is once per request
+/// whenever the gateway is not busy enough to have another request in flight.
+const TIMER_ANCHOR_PERIOD: Duration = Duration::from_secs(1);
+
 /// Serve until `shutdown` resolves; then stop accepting, let in-flight requests (streams
 /// included) finish for up to `grace`, and return.
 pub async fn serve(
@@ -39,9 +46,13 @@ pub async fn serve(
     let builder = auto::Builder::new(TokioExecutor::new());
     // Tells lane connections to close between requests (hyper's are told by `graceful`).
     let (lane_shutdown, lane_shutdown_seen) = watch::channel(false);
-    tokio::pin!(shutdown);
+    let timer_anchor = tokio::time::sleep(TIMER_ANCHOR_PERIOD);
+    tokio::pin!(shutdown, timer_anchor);
     loop {
         tokio::select! {
+            () = &mut timer_anchor => {
+                timer_anchor.as_mut().reset(tokio::time::Instant::now() + TIMER_ANCHOR_PERIOD);
+            }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
