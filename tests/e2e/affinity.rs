@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use compresh::gateway::GatewayConfig;
 use compresh_e2e::TestGateway;
+use compresh_forward::ForwardConfig;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
@@ -64,6 +66,43 @@ async fn each_client_connection_has_its_own_upstream_connection() {
     drop(b);
     b_task.await.unwrap();
     assert!(gateway.mock.wait_connections_open(0, WAIT).await);
+}
+
+#[tokio::test]
+async fn an_idle_client_connection_lets_its_upstream_connection_go_after_the_idle_timeout() {
+    let gateway = TestGateway::start_with(GatewayConfig {
+        forward: ForwardConfig {
+            pool_idle_timeout: Duration::from_millis(200),
+            ..ForwardConfig::default()
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    let (mut sender, task) = client_connection(&gateway).await;
+    for round in 1..=3 {
+        sender.ready().await.unwrap();
+        let response = sender
+            .send_request(chat(&gateway, "/v1/chat/completions".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        // The client keeps its connection open and idle; its upstream connection closes.
+        assert!(
+            gateway.mock.wait_connections_open(0, WAIT).await,
+            "round {round}: the upstream connection outlived the idle timeout"
+        );
+        assert_eq!(gateway.mock.connections_accepted(), round);
+    }
+    if gateway.gateway.raw_lane() {
+        let metrics = gateway.gateway.metrics().render();
+        assert!(
+            metrics.contains("compresh_lane_requests_total 3"),
+            "the lane served them: {metrics}"
+        );
+    }
+    drop(sender);
+    task.await.unwrap();
 }
 
 #[tokio::test]

@@ -189,7 +189,8 @@ impl Gateway {
         &self.usage
     }
 
-    pub(crate) fn raw_lane(&self) -> bool {
+    /// Whether proxied HTTP/1.1 requests are served on the raw lane (`GatewayConfig::raw_lane`).
+    pub fn raw_lane(&self) -> bool {
         self.raw_lane
     }
 

@@ -66,7 +66,14 @@ pub(crate) async fn serve(
     // One waiter for the connection's life: a new `changed()` per request took and released the
     // channel's waiter-list lock every time (about 1 % of the lane's CPU in `perf`).
     let shutdown = signalled(shutdown);
-    tokio::pin!(shutdown);
+    // Closes the upstream connection of a client that stays idle, as hyper's affinity does
+    // after `pool_idle_timeout`. Armed once and moved on only when it fires early (requests
+    // came in between): re-arming a timer for every request cost more than an idle socket.
+    // (A zero timeout already refuses every reuse; a timer of zero would spin.)
+    let idle_timeout = gateway.forward_config().pool_idle_timeout;
+    let expires = !idle_timeout.is_zero();
+    let upstream_expiry = tokio::time::sleep(idle_timeout);
+    tokio::pin!(shutdown, upstream_expiry);
     loop {
         let request = loop {
             match parse(&inbound, gateway.body_limit()) {
@@ -90,6 +97,19 @@ pub(crate) async fn serve(
                     }
                 }
                 () = &mut shutdown, if idle => return Ok(Ended::Closed),
+                () = &mut upstream_expiry, if idle && expires => {
+                    let now = Instant::now();
+                    let next = match connection.upstream_expiry() {
+                        Some(expiry) if expiry > now => expiry,
+                        expired => {
+                            if expired.is_some() {
+                                connection.close_upstream();
+                            }
+                            now + idle_timeout
+                        }
+                    };
+                    upstream_expiry.as_mut().reset(next.into());
+                }
             }
         };
         let started = Instant::now();

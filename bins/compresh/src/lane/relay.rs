@@ -114,6 +114,19 @@ impl<'g> Connection<'g> {
         self.closing || *self.shutdown.borrow()
     }
 
+    /// When the kept upstream connection's idle time is up (`pool_idle_timeout` after its last
+    /// answer); `None` without one.
+    pub(super) fn upstream_expiry(&self) -> Option<Instant> {
+        let idle_timeout = self.gateway.forward_config().pool_idle_timeout;
+        let connection = self.upstream.as_ref()?;
+        Some(connection.idle_since() + idle_timeout)
+    }
+
+    /// Closes the kept upstream connection (the next request connects anew).
+    pub(super) fn close_upstream(&mut self) {
+        self.upstream = None;
+    }
+
     pub(super) fn client(&mut self) -> &mut TcpStream {
         &mut self.client
     }

@@ -95,6 +95,11 @@ impl WireConnection {
         matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// When the connection's idle time began: the end of the last answer read (or the connect).
+    pub fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+
     /// Sends a complete request (head and body) and reads the answer's head; interim (`1xx`)
     /// answers are skipped. The body follows through [`WireConnection::body`].
     ///
