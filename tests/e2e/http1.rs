@@ -8,8 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use compresh::gateway::GatewayConfig;
 use compresh::usage::UsageConfig;
-use compresh_e2e::wire::{chat, find, raw_upstream, request, use_upstream, Conn, Framing, Wire};
+use compresh_e2e::wire::{
+    chat, find, raw_upstream, request, use_upstream, Conn, Framing, RawAnswer, RawUpstream, Wire,
+};
 use compresh_e2e::{assert_error, assert_status, eventually, Reply, TestGateway, OPENAI_SECRET};
+use compresh_forward::ForwardConfig;
 use compresh_keys::KeyId;
 use compresh_mock::MockResponse;
 use compresh_store::UsageFilter;
@@ -828,4 +831,53 @@ async fn too_many_headers_get_431_and_a_close() {
     assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(reply.body.is_empty());
+}
+
+/// The response timeout counts from each request, not from the connection's first one or its
+/// previous request: a provider that always answers in 300 ms under a 500 ms timeout, on one
+/// client connection that stays busy, then idle, for longer than the timeout.
+#[tokio::test]
+async fn the_response_timeout_runs_from_each_request() {
+    let gw = TestGateway::start_with(GatewayConfig {
+        forward: ForwardConfig {
+            response_timeout: Duration::from_millis(500),
+            ..ForwardConfig::default()
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    let body = r#"{"id":"chatcmpl-slow","object":"chat.completion","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let upstream = RawUpstream::start(
+        RawAnswer::Delayed(Duration::from_millis(300), answer.into_bytes()),
+        usize::MAX,
+    )
+    .await;
+    use_upstream(&gw, upstream.addr());
+    let mut conn = Conn::open(gw.addr()).await;
+    // Back to back: the third ends 900 ms after the first began.
+    for _ in 0..3 {
+        let reply = conn.request(&chat(&gw.api_key, &[], CHAT)).await;
+        assert_status(&reply, StatusCode::OK);
+        assert_eq!(reply.body, body);
+    }
+    // Idle past the timeout, then one more.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let reply = conn.request(&chat(&gw.api_key, &[], CHAT)).await;
+    assert_status(&reply, StatusCode::OK);
+    assert_eq!(upstream.requests().len(), 4);
+
+    // A provider slower than the timeout still gets the gateway's 504.
+    let silent = RawUpstream::start(RawAnswer::Never, usize::MAX).await;
+    use_upstream(&gw, silent.addr());
+    let reply = conn.request(&chat(&gw.api_key, &[], CHAT)).await;
+    assert_error(
+        &reply,
+        StatusCode::GATEWAY_TIMEOUT,
+        "proxy_error",
+        "upstream_timeout",
+    );
 }

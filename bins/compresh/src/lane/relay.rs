@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::request::LaneRequest;
 use super::Ended;
@@ -50,6 +52,8 @@ pub(super) struct Connection<'g> {
     shutdown: watch::Receiver<bool>,
     /// The last answer said `Connection: close`.
     closing: bool,
+    /// Bounds the wait for the provider's answer ([`answer_deadline`]).
+    response_timer: Pin<Box<Sleep>>,
 }
 
 /// A request that passed the checks on its head and was counted by the limiter.
@@ -104,6 +108,9 @@ impl<'g> Connection<'g> {
             last_key: None,
             shutdown,
             closing: false,
+            response_timer: Box::pin(tokio::time::sleep(
+                gateway.forward_config().response_timeout,
+            )),
         }
     }
 
@@ -342,9 +349,11 @@ impl<'g> Connection<'g> {
         // A client that leaves before the answer's head takes its request with it, as on hyper's
         // path (which drops the request's future): the provider's connection closes with the
         // exchange, and nothing is counted or recorded.
+        let deadline = tokio::time::Instant::from_std(sent) + config.response_timeout;
         let answer = tokio::select! {
             biased;
-            answer = tokio::time::timeout(config.response_timeout, exchange) => answer,
+            answer = exchange => Ok(answer),
+            () = answer_deadline(self.response_timer.as_mut(), deadline) => Err(()),
             () = client_left(&self.client) => {
                 return Err(RelayFailure::Io(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -599,6 +608,23 @@ async fn client_gone(client: &TcpStream) -> bool {
 async fn client_left(client: &TcpStream) {
     if !client_gone(client).await {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves at `deadline`. The connection's one `timer` is never later than any of its
+/// requests' deadlines (it starts with the connection, requests only come later) and is moved
+/// only when it fires before the current one: a timer armed and disarmed per request cost
+/// about 1 k instructions of each (registering in tokio's timer wheel under its lock).
+async fn answer_deadline(mut timer: Pin<&mut Sleep>, deadline: tokio::time::Instant) {
+    loop {
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().await;
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
     }
 }
 
