@@ -485,14 +485,66 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Deci
     }
 }
 
+/// The fixed parts of the IETF `RateLimit-Policy` / `RateLimit` values, around the numbers.
+const POLICY_QUOTA: &[u8] = b"\"default\";q=";
+const POLICY_WINDOW: &[u8] = b";w=";
+const RATELIMIT_REMAINING: &[u8] = b"\"default\";r=";
+const RATELIMIT_RESET_IN: &[u8] = b";t=";
+
+/// Whole seconds until the window resets, rounded up (`RateLimit`'s `t`).
+fn reset_in_secs(decision: &Decision) -> u64 {
+    let reset_after = decision.reset_after();
+    reset_after.as_secs() + u64::from(reset_after.subsec_nanos() > 0)
+}
+
+/// [`rate_limit_headers`] as `name: value` lines appended to `out`, for the raw lane, which
+/// writes its answer heads as bytes: no `HeaderValue`s, no allocation.
+pub(crate) fn write_rate_limit_headers(out: &mut Vec<u8>, decision: &Decision) {
+    fn name(out: &mut Vec<u8>, name: &HeaderName) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+    }
+    fn number(out: &mut Vec<u8>, value: u64) {
+        let mut digits = [0; 20];
+        out.extend_from_slice(crate::logging::u64_digits(&mut digits, value));
+    }
+    let limit = u64::from(decision.limit());
+    let remaining = u64::from(decision.remaining());
+    name(out, &X_RATELIMIT_LIMIT);
+    number(out, limit);
+    out.extend_from_slice(b"\r\n");
+    name(out, &X_RATELIMIT_REMAINING);
+    number(out, remaining);
+    out.extend_from_slice(b"\r\n");
+    name(out, &X_RATELIMIT_RESET);
+    number(out, decision.reset());
+    out.extend_from_slice(b"\r\n");
+    name(out, &RATELIMIT_POLICY);
+    out.extend_from_slice(POLICY_QUOTA);
+    number(out, limit);
+    out.extend_from_slice(POLICY_WINDOW);
+    number(out, decision.window_secs());
+    out.extend_from_slice(b"\r\n");
+    name(out, &RATELIMIT);
+    out.extend_from_slice(RATELIMIT_REMAINING);
+    number(out, remaining);
+    out.extend_from_slice(RATELIMIT_RESET_IN);
+    number(out, reset_in_secs(decision));
+    out.extend_from_slice(b"\r\n");
+    if let Some(secs) = decision.retry_after_secs() {
+        name(out, &header::RETRY_AFTER);
+        number(out, secs);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The rate-limit headers of `decision`, `Retry-After` included when it was refused.
 pub(crate) fn rate_limit_headers(
     decision: &Decision,
 ) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
     let limit = decision.limit();
     let remaining = decision.remaining();
-    let reset_after = decision.reset_after();
-    let reset_in = reset_after.as_secs() + u64::from(reset_after.subsec_nanos() > 0);
+    let reset_in = reset_in_secs(decision);
     let reset = decision.reset();
     // `x-ratelimit-limit` and `ratelimit-policy` depend only on the policy and
     // `x-ratelimit-reset` changes about once a second: each was an allocation and a formatting
@@ -507,9 +559,9 @@ pub(crate) fn rate_limit_headers(
             }
             _ => {
                 let mut text = TextValue::new();
-                text.push(b"\"default\";q=");
+                text.push(POLICY_QUOTA);
                 text.push_u64(limit.into());
-                text.push(b";w=");
+                text.push(POLICY_WINDOW);
                 text.push_u64(window);
                 let policy_value = text.into_value();
                 let limit_value = HeaderValue::from(limit);
@@ -530,11 +582,11 @@ pub(crate) fn rate_limit_headers(
     // `"default";r=<remaining>;t=<reset_in>` holds the digits of `x-ratelimit-remaining`: both
     // values share one buffer (one allocation instead of two).
     let mut text = TextValue::new();
-    text.push(b"\"default\";r=");
+    text.push(RATELIMIT_REMAINING);
     let digits_at = text.len;
     text.push_u64(remaining.into());
     let digits_end = text.len;
-    text.push(b";t=");
+    text.push(RATELIMIT_RESET_IN);
     text.push_u64(reset_in);
     let (ratelimit_value, remaining_value) = text.into_values(digits_at..digits_end);
     let retry_after = decision
@@ -842,6 +894,53 @@ mod tests {
     fn escaped_model_names_are_decoded() {
         let model = request_model(&Method::POST, br#"{"model":"gpt-\u0034o"}"#).unwrap();
         assert_eq!(model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn rate_limit_header_lines_match_the_header_values() {
+        let per_minute =
+            compresh_ratelimit::Policy::per_minute(std::num::NonZeroU32::new(2_000).unwrap());
+        let odd = compresh_ratelimit::Policy::new(
+            std::num::NonZeroU32::new(u32::MAX).unwrap(),
+            Duration::from_millis(3_600_500),
+        )
+        .unwrap();
+        for policy in [per_minute, odd] {
+            for (allowed, reset_after, unix_now) in [
+                (
+                    true,
+                    Duration::from_millis(30),
+                    Duration::from_secs(1_700_000_000),
+                ),
+                (true, Duration::ZERO, Duration::new(1_700_000_000, 5)),
+                (
+                    false,
+                    Duration::new(59, 1),
+                    Duration::from_secs(1_700_000_001),
+                ),
+                (
+                    true,
+                    Duration::from_secs(2),
+                    Duration::from_secs(u64::MAX / 2),
+                ),
+            ] {
+                let decision = Decision::new(allowed, &policy, reset_after, unix_now);
+                let mut expected = Vec::new();
+                for (name, value) in rate_limit_headers(&decision) {
+                    expected.extend_from_slice(name.as_str().as_bytes());
+                    expected.extend_from_slice(b": ");
+                    expected.extend_from_slice(value.as_bytes());
+                    expected.extend_from_slice(b"\r\n");
+                }
+                let mut written = Vec::new();
+                write_rate_limit_headers(&mut written, &decision);
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    String::from_utf8_lossy(&expected)
+                );
+                assert_eq!(written.windows(11).any(|w| w == b"retry-after"), !allowed);
+            }
+        }
     }
 
     #[test]

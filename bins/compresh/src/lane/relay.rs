@@ -25,9 +25,8 @@ use super::request::LaneRequest;
 use super::Ended;
 use crate::error::GatewayError;
 use crate::gateway::{
-    ask_for_usage, chosen_provider, key_record, millis_value, model_not_allowed,
-    rate_limit_headers, request_model, session_id_from, unix_now, Gateway, OVERHEAD_OUT,
-    SESSION_ID_OUT,
+    ask_for_usage, chosen_provider, key_record, millis_value, model_not_allowed, request_model,
+    session_id_from, unix_now, write_rate_limit_headers, Gateway, OVERHEAD_OUT, SESSION_ID_OUT,
 };
 use crate::ops::rpm_override;
 use crate::restrictions::{model_allowed, provider_allowed};
@@ -696,9 +695,7 @@ fn write_status_line_with(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
 
 /// The rate-limit headers, the session id and the overhead, as [`Gateway::handle`] sets them.
 fn write_gateway_headers(out: &mut Vec<u8>, committed: &Committed, overhead: Duration) {
-    for (name, value) in rate_limit_headers(&committed.decision) {
-        write_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    write_rate_limit_headers(out, &committed.decision);
     write_header(
         out,
         SESSION_ID_OUT.as_str().as_bytes(),
