@@ -38,6 +38,18 @@ async fn client_connection(
     (sender, task)
 }
 
+/// One chat completion on `sender`'s connection, answered 200 with a JSON body.
+async fn chat_ok(sender: &mut http1::SendRequest<Full<Bytes>>, gateway: &TestGateway) {
+    sender.ready().await.unwrap();
+    let response = sender
+        .send_request(chat(gateway, "/v1/chat/completions".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{"), "{body:?}");
+}
+
 #[tokio::test]
 async fn each_client_connection_has_its_own_upstream_connection() {
     let gateway = TestGateway::start().await;
@@ -45,14 +57,7 @@ async fn each_client_connection_has_its_own_upstream_connection() {
     let (mut b, b_task) = client_connection(&gateway).await;
     for _ in 0..3 {
         for sender in [&mut a, &mut b] {
-            sender.ready().await.unwrap();
-            let response = sender
-                .send_request(chat(&gateway, "/v1/chat/completions".to_owned()))
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            assert!(body.starts_with(b"{"), "{body:?}");
+            chat_ok(sender, &gateway).await;
         }
     }
     assert_eq!(gateway.mock.requests().len(), 6);
@@ -80,13 +85,7 @@ async fn an_idle_client_connection_lets_its_upstream_connection_go_after_the_idl
     .await;
     let (mut sender, task) = client_connection(&gateway).await;
     for round in 1..=3 {
-        sender.ready().await.unwrap();
-        let response = sender
-            .send_request(chat(&gateway, "/v1/chat/completions".to_owned()))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.into_body().collect().await.unwrap();
+        chat_ok(&mut sender, &gateway).await;
         // The client keeps its connection open and idle; its upstream connection closes.
         assert!(
             gateway.mock.wait_connections_open(0, WAIT).await,
