@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use compresh::gateway::GatewayConfig;
 use compresh_e2e::TestGateway;
 use compresh_forward::ForwardConfig;
 use http::{Request, StatusCode};
@@ -75,12 +74,9 @@ async fn each_client_connection_has_its_own_upstream_connection() {
 
 #[tokio::test]
 async fn an_idle_client_connection_lets_its_upstream_connection_go_after_the_idle_timeout() {
-    let gateway = TestGateway::start_with(GatewayConfig {
-        forward: ForwardConfig {
-            pool_idle_timeout: Duration::from_millis(200),
-            ..ForwardConfig::default()
-        },
-        ..GatewayConfig::default()
+    let gateway = TestGateway::start_with_forward(ForwardConfig {
+        pool_idle_timeout: Duration::from_millis(200),
+        ..ForwardConfig::default()
     })
     .await;
     let (mut sender, task) = client_connection(&gateway).await;

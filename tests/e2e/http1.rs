@@ -838,12 +838,9 @@ async fn too_many_headers_get_431_and_a_close() {
 /// client connection that stays busy, then idle, for longer than the timeout.
 #[tokio::test]
 async fn the_response_timeout_runs_from_each_request() {
-    let gw = TestGateway::start_with(GatewayConfig {
-        forward: ForwardConfig {
-            response_timeout: Duration::from_millis(500),
-            ..ForwardConfig::default()
-        },
-        ..GatewayConfig::default()
+    let gw = TestGateway::start_with_forward(ForwardConfig {
+        response_timeout: Duration::from_millis(500),
+        ..ForwardConfig::default()
     })
     .await;
     let body = r#"{"id":"chatcmpl-slow","object":"chat.completion","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;

@@ -1653,22 +1653,20 @@ async fn the_client_leaving_before_a_streamed_answer_head() {
     assert!(reference.usage.is_empty(), "{:?}", reference.usage);
 }
 
-#[tokio::test]
-async fn shutdown_during_a_stream_then_a_request_handed_over() {
-    let plan =
-        Plan::new("shutdown mid-stream, then GET /v1/models pipelined").provider(Provider::Gated);
+/// A shutdown while a stream is relayed, with `pipelined` (built with the case's key) written
+/// behind the stream: hyper finishes the stream (its head went out before the shutdown, without
+/// `connection: close`), then closes the connection without answering `pipelined`.
+async fn shutdown_during_a_stream_then(name: &str, pipelined: fn(&str) -> Vec<u8>) {
+    let plan = Plan::new(name).provider(Provider::Gated);
     let key = plan.key();
-    let auth = format!("Bearer {key}");
-    let models = request("GET", "/v1/models", &[("authorization", &auth)], "");
+    let next = pipelined(&key);
     let stream = chat(&key, &[], CHAT_STREAM);
-    // hyper finishes the stream (its head went out before the shutdown, without
-    // `connection: close`), then closes the connection without answering the GET.
     let reference = plan
         .first_event(stream.clone())
         .shutdown()
-        .write(models.clone())
+        .write(next.clone())
         .gated_rest(&stream, 200, true)
-        .pipeline_read(&models, 0)
+        .pipeline_read(&next, 0)
         .then(Then::Closes)
         .lane_serves(1)
         .run()
@@ -1677,24 +1675,24 @@ async fn shutdown_during_a_stream_then_a_request_handed_over() {
 }
 
 #[tokio::test]
+async fn shutdown_during_a_stream_then_a_request_handed_over() {
+    shutdown_during_a_stream_then(
+        "shutdown mid-stream, then GET /v1/models pipelined",
+        |key| {
+            let auth = format!("Bearer {key}");
+            request("GET", "/v1/models", &[("authorization", &auth)], "")
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn shutdown_during_a_stream_then_a_lane_request() {
-    let plan = Plan::new("shutdown mid-stream, then a chat completion pipelined")
-        .provider(Provider::Gated);
-    let key = plan.key();
-    let second = chat(&key, &[], CHAT);
-    let stream = chat(&key, &[], CHAT_STREAM);
-    // As with a GET: the stream finishes, the pipelined request is not answered.
-    let reference = plan
-        .first_event(stream.clone())
-        .shutdown()
-        .write(second.clone())
-        .gated_rest(&stream, 200, true)
-        .pipeline_read(&second, 0)
-        .then(Then::Closes)
-        .lane_serves(1)
-        .run()
-        .await;
-    assert!(reference.answers[0].complete, "{:?}", reference.answers[0]);
+    shutdown_during_a_stream_then(
+        "shutdown mid-stream, then a chat completion pipelined",
+        |key| chat(key, &[], CHAT),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -122,6 +122,15 @@ impl TestGateway {
         Self::start_exactly(config).await
     }
 
+    /// [`TestGateway::start_with`] the default configuration and these upstream settings.
+    pub async fn start_with_forward(forward: compresh_forward::ForwardConfig) -> Self {
+        Self::start_with(GatewayConfig {
+            forward,
+            ..GatewayConfig::default()
+        })
+        .await
+    }
+
     /// [`TestGateway::start_with`] whatever the environment says (for tests that compare the
     /// two paths).
     pub async fn start_exactly(config: GatewayConfig) -> Self {
