@@ -99,7 +99,8 @@ pub(crate) async fn serve(
                 () = &mut shutdown, if idle => return Ok(Ended::Closed),
                 () = &mut upstream_expiry, if idle && expires => {
                     let now = Instant::now();
-                    let next = match connection.upstream_expiry() {
+                    let expiry = connection.upstream_idle_since().map(|since| since + idle_timeout);
+                    let next = match expiry {
                         Some(expiry) if expiry > now => expiry,
                         expired => {
                             if expired.is_some() {

@@ -120,12 +120,9 @@ impl<'g> Connection<'g> {
         self.closing || *self.shutdown.borrow()
     }
 
-    /// When the kept upstream connection's idle time is up (`pool_idle_timeout` after its last
-    /// answer); `None` without one.
-    pub(super) fn upstream_expiry(&self) -> Option<Instant> {
-        let idle_timeout = self.gateway.forward_config().pool_idle_timeout;
-        let connection = self.upstream.as_ref()?;
-        Some(connection.idle_since() + idle_timeout)
+    /// Since when the kept upstream connection has been idle; `None` without one.
+    pub(super) fn upstream_idle_since(&self) -> Option<Instant> {
+        self.upstream.as_ref().map(WireConnection::idle_since)
     }
 
     /// Closes the kept upstream connection (the next request connects anew).
