@@ -100,31 +100,31 @@ impl WireConnection {
         self.idle_since
     }
 
-    /// Sends a complete request (head and body) and reads the answer's head; interim (`1xx`)
-    /// answers are skipped. The body follows through [`WireConnection::body`].
-    ///
-    /// The caller bounds the wait with its response timeout.
+    /// Sends a complete request (head and body). The answer's head follows through
+    /// [`WireConnection::read_head`]; in between, the caller can do work that does not need the
+    /// answer while the provider works on it.
     ///
     /// # Errors
-    /// [`ForwardError::UpstreamFailed`] when the connection breaks before a complete head
-    /// arrives or the head cannot be relayed. Nothing is ever sent twice.
-    pub async fn exchange(
-        &mut self,
-        request: &[u8],
-        provider: &str,
-    ) -> Result<ResponseHead, ForwardError> {
-        let failed = |why: &dyn std::fmt::Display| {
-            tracing::warn!(provider, "upstream request failed: {why}");
-            ForwardError::UpstreamFailed {
-                provider: provider.to_owned(),
-            }
-        };
+    /// [`ForwardError::UpstreamFailed`] when the request cannot be written. Nothing is ever
+    /// sent twice.
+    pub async fn send(&mut self, request: &[u8], provider: &str) -> Result<(), ForwardError> {
         self.reusable = false;
         self.buffer.clear();
         self.stream
             .write_all(request)
             .await
-            .map_err(|error| failed(&error))?;
+            .map_err(|error| failed(provider, &error))
+    }
+
+    /// Reads the head of the answer to the request [`WireConnection::send`] wrote; interim
+    /// (`1xx`) answers are skipped. The body follows through [`WireConnection::body`].
+    ///
+    /// The caller bounds the wait with its response timeout.
+    ///
+    /// # Errors
+    /// [`ForwardError::UpstreamFailed`] when the connection breaks before a complete head
+    /// arrives or the head cannot be relayed.
+    pub async fn read_head(&mut self, provider: &str) -> Result<ResponseHead, ForwardError> {
         loop {
             match parse_response_head(&self.buffer) {
                 Ok(Parsed::Head(head)) => return Ok(head),
@@ -133,20 +133,27 @@ impl WireConnection {
                     continue;
                 }
                 Ok(Parsed::Partial) if self.buffer.len() < MAX_HEAD => {}
-                Ok(Parsed::Partial) => return Err(failed(&"response head too large")),
-                Err(Malformed::Syntax) => return Err(failed(&"malformed response head")),
-                Err(Malformed::Length) => return Err(failed(&"invalid content-length")),
-                Err(Malformed::Upgrade) => return Err(failed(&"unrequested protocol switch")),
+                Ok(Parsed::Partial) => return Err(failed(provider, &"response head too large")),
+                Err(Malformed::Syntax) => return Err(failed(provider, &"malformed response head")),
+                Err(Malformed::Length) => return Err(failed(provider, &"invalid content-length")),
+                Err(Malformed::Upgrade) => {
+                    return Err(failed(provider, &"unrequested protocol switch"));
+                }
             }
             match self.fill().await {
-                Ok(0) => return Err(failed(&"connection closed before the response head")),
+                Ok(0) => {
+                    return Err(failed(
+                        provider,
+                        &"connection closed before the response head",
+                    ))
+                }
                 Ok(_) => {}
-                Err(error) => return Err(failed(&error)),
+                Err(error) => return Err(failed(provider, &error)),
             }
         }
     }
 
-    /// The reader of the body after `head` (which [`WireConnection::exchange`] returned);
+    /// The reader of the body after `head` (which [`WireConnection::read_head`] returned);
     /// drops the head from the buffer.
     pub fn body(&mut self, head: &ResponseHead) -> BodyReader {
         self.buffer.advance(head.head_len);
@@ -169,6 +176,15 @@ impl WireConnection {
     async fn fill(&mut self) -> io::Result<usize> {
         self.buffer.reserve(READ_CHUNK);
         self.stream.read_buf(&mut self.buffer).await
+    }
+}
+
+/// The error of a request that broke off before its answer's head (logged with its cause,
+/// which the client never sees).
+fn failed(provider: &str, why: &dyn std::fmt::Display) -> ForwardError {
+    tracing::warn!(provider, "upstream request failed: {why}");
+    ForwardError::UpstreamFailed {
+        provider: provider.to_owned(),
     }
 }
 
