@@ -126,7 +126,13 @@ impl WireConnection {
     /// arrives or the head cannot be relayed.
     pub async fn read_head(&mut self, provider: &str) -> Result<ResponseHead, ForwardError> {
         loop {
-            match parse_response_head(&self.buffer) {
+            // Nothing read yet (right after the request): nothing to parse either.
+            let parsed = if self.buffer.is_empty() {
+                Ok(Parsed::Partial)
+            } else {
+                parse_response_head(&self.buffer)
+            };
+            match parsed {
                 Ok(Parsed::Head(head)) => return Ok(head),
                 Ok(Parsed::Interim(length)) => {
                     self.buffer.advance(length);

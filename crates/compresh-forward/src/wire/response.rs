@@ -1,5 +1,6 @@
 //! The upstream response head: status, the headers the client gets, and the body's framing.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::request::connection_tokens;
@@ -74,9 +75,16 @@ pub enum Malformed {
 /// # Errors
 /// [`Malformed`] when the head cannot be relayed as an answer.
 pub fn parse_response_head(buffer: &[u8]) -> Result<Parsed, Malformed> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut lines);
-    let head_len = match response.parse(buffer) {
+    // Left uninitialised: httparse writes only the lines it finds (zeroing all 100 was more
+    // work than parsing a typical head).
+    let mut lines = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buffer,
+        &mut lines,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(_) => return Err(Malformed::Syntax),
