@@ -76,16 +76,13 @@ pub(crate) async fn serve(
     tokio::pin!(shutdown, upstream_expiry);
     loop {
         let request = loop {
-            // Nothing read yet (the usual case between requests): nothing to parse either.
-            if !inbound.is_empty() {
-                match parse(&inbound, gateway.body_limit()) {
-                    Parse::Lane(request) => break request,
-                    Parse::Handover => return Ok(connection.hand_over(inbound)),
-                    Parse::Partial if inbound.len() > MAX_LANE_HEAD => {
-                        return Ok(connection.hand_over(inbound));
-                    }
-                    Parse::Partial => {}
+            match parse(&inbound, gateway.body_limit()) {
+                Parse::Lane(request) => break request,
+                Parse::Handover => return Ok(connection.hand_over(inbound)),
+                Parse::Partial if inbound.len() > MAX_LANE_HEAD => {
+                    return Ok(connection.hand_over(inbound));
                 }
+                Parse::Partial => {}
             }
             // Between requests (nothing pipelined) a shutdown closes the connection, as hyper's
             // graceful shutdown does for idle keep-alive connections.

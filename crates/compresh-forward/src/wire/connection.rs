@@ -126,13 +126,7 @@ impl WireConnection {
     /// arrives or the head cannot be relayed.
     pub async fn read_head(&mut self, provider: &str) -> Result<ResponseHead, ForwardError> {
         loop {
-            // Nothing read yet (right after the request): nothing to parse either.
-            let parsed = if self.buffer.is_empty() {
-                Ok(Parsed::Partial)
-            } else {
-                parse_response_head(&self.buffer)
-            };
-            match parsed {
+            match parse_response_head(&self.buffer) {
                 Ok(Parsed::Head(head)) => return Ok(head),
                 Ok(Parsed::Interim(length)) => {
                     self.buffer.advance(length);
