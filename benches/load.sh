@@ -21,6 +21,9 @@
 #                              CPU of its half), so the proxy no longer competes with the client
 #                              for a core. Writes its own block of benches/RESULTS.md. Combines
 #                              with --smoke.
+#   benches/load.sh --pgo      also measure the profile-guided build (benches/pgo.sh, built first;
+#                              ~10 more minutes) as `compresh-pgo`, on the same data dir and key.
+#                              Combines with --smoke (pgo.sh --smoke) and --pin.
 #
 # Environment: RATES="500 1000 2000 4000", ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=32,
 # NO_NGINX=1. Every cell is measured ROUNDS times, DURATION seconds each, the targets interleaved
@@ -31,11 +34,13 @@ cd "$(dirname "$0")/.."
 
 SMOKE=0
 PIN=0
+PGO=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
         --pin) PIN=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --pgo) PGO=1 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -96,6 +101,11 @@ MOCK=$PROFILE_DIR/mock-provider
 LOADGEN=$PROFILE_DIR/loadgen
 HYPER_PROXY=$PROFILE_DIR/hyper-proxy
 RAW_PROXY=$PROFILE_DIR/raw-proxy
+if [[ $PGO == 1 ]]; then
+    echo "== profile-guided build (benches/pgo.sh)" >&2
+    if [[ $SMOKE == 1 ]]; then bash benches/pgo.sh --smoke; else bash benches/pgo.sh; fi
+    COMPRESH_PGO=target/pgo/compresh
+fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOAD_START
@@ -146,6 +156,7 @@ serving_pids() {
     case $1 in
         direct) echo "$MOCK_PID" ;;
         compresh) echo "$GATEWAY_PID" ;;
+        compresh-pgo) echo "$PGO_PID" ;;
         compresh-hyper) echo "$HYPER_PATH_PID" ;;
         hyper) echo "$HYPER_PID" ;;
         raw) echo "$RAW_PID" ;;
@@ -186,6 +197,16 @@ KEY=$("$COMPRESH" --data-dir "$DATA" keys create --name bench --rpm 100000000 2>
 export LOADGEN_KEY=$KEY # read by loadgen (--key), so the key is not on any command line
 # The running server picks up CLI changes within a second.
 sleep 1.2
+
+# --- the profile-guided build of the same gateway, sharing the data dir
+if [[ $PGO == 1 ]]; then
+    "${PROXY_SIDE[@]}" "$COMPRESH_PGO" --data-dir "$DATA" serve --listen 127.0.0.1:0 \
+        >"$WORK/compresh-pgo.out" 2>"$WORK/compresh-pgo.log" &
+    PGO_PID=$!
+    PIDS+=("$PGO_PID")
+    PGO_ADDR=$(wait_for_line "$WORK/compresh-pgo.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh (PGO build)" | sed 's|.*http://||')
+    echo "compresh (PGO build) on $PGO_ADDR (pid $PGO_PID)" >&2
+fi
 
 # --- the same gateway on its hyper path, sharing the data dir (and so the key and provider)
 "${PROXY_SIDE[@]}" "$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 --no-raw-lane \
@@ -268,12 +289,15 @@ EOF
     fi
 fi
 
-TARGETS=(direct compresh compresh-hyper hyper raw)
+TARGETS=(direct compresh)
+[[ $PGO == 1 ]] && TARGETS+=(compresh-pgo)
+TARGETS+=(compresh-hyper hyper raw)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
 url_of() {
     case $1 in
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
         compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
+        compresh-pgo) echo "http://$PGO_ADDR/v1/chat/completions" ;;
         compresh-hyper) echo "http://$HYPER_PATH_ADDR/v1/chat/completions" ;;
         hyper) echo "http://$HYPER_ADDR/v1/chat/completions" ;;
         raw) echo "http://$RAW_ADDR/v1/chat/completions" ;;

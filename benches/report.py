@@ -183,8 +183,34 @@ def stall_table(runs, trace_dir, rates, targets):
     return out
 
 
+def goal_line(runs, rates, rounds, target, n_max):
+    """Issue 8's two targets for one build of the gateway, against nginx in the same run."""
+    goal_rows = []
+    for rate in rates.split():
+        get = lambda t: num(runs.get(("rate", rate, t), {}), "p99_us")
+        if None not in (get("direct"), get(target), get("nginx")):
+            goal_rows.append((rate, get(target) <= get("nginx")))
+    p99_ok = all(ok for _, ok in goal_rows) and bool(goal_rows)
+    c_max = num(runs.get(("max", "max", target), {}), "achieved_rps")
+    ratio_ok = c_max is not None and n_max and c_max / n_max >= 0.8
+    # Same round, same rate: the gateway's p99 against nginx's.
+    pairs = [(c, n) for rate in rates.split()
+             for c, n in zip(runs.get(("rate", rate, target), {}).get("p99_rounds", []),
+                             runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
+             if c is not None and n is not None]
+    per_round = (f" (single rounds: {target}'s p99 ≤ nginx's in {sum(c <= n for c, n in pairs)}"
+                 f" of {len(pairs)})") if rounds > 1 and pairs else ""
+    return (f"**Goal** (issue 8), {target}: added p99 ≤ nginx added p99 at every rate: "
+            + ("met" if p99_ok else "not met ("
+               + ", ".join(r for r, ok in goal_rows if not ok) + " rps)") + per_round
+            + "; max throughput ≥ 80% of nginx's: "
+            + ("–" if c_max is None or not n_max else
+               f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
+
+
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
-    targets = [t for t in ("direct", "compresh", "compresh-hyper", "hyper", "raw", "nginx")
+    targets = [t for t in ("direct", "compresh", "compresh-pgo", "compresh-hyper", "hyper", "raw",
+                           "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
     out = []
@@ -233,6 +259,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     out.append("")
     # Other proxies compared with compresh: (target, column label, name in the goal lines).
     floors = [(t, label, noun) for t, label, noun in (
+        ("compresh-pgo", "compresh, PGO build", "compresh's profile-guided build (`pgo.sh`)"),
         ("compresh-hyper", "compresh, hyper path", "compresh on its hyper path (`--no-raw-lane`)"),
         ("hyper", "hyper (floor)", "the hyper floor"),
         ("raw", "raw (floor)", "the raw floor")) if t in targets]
@@ -243,7 +270,6 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     head += ["achieved rps (d / c" + (" / n)" if has_nginx else ")"), "errors"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
-    goal_rows = []
     for rate in rates.split():
         get = lambda t: runs.get(("rate", rate, t), {})
         d, c, n = get("direct"), get("compresh"), get("nginx")
@@ -264,8 +290,6 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
         errs = sum(int(num(get(t), "errors") or 0) for t in targets)
         row += [" / ".join(rps), str(errs)]
         out.append("| " + " | ".join(row) + " |")
-        if has_nginx and None not in (num(d, "p99_us"), num(c, "p99_us"), num(n, "p99_us")):
-            goal_rows.append((rate, num(c, "p99_us") <= num(n, "p99_us")))
     out.append("")
     if rounds > 1:
         out.append("p99 of each round (µs), in the order measured; † marks a round with at least "
@@ -325,8 +349,6 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
         out.append(f"| {t} | {us(rps)} | {ratio} | {us(num(f, 'p50_us'))} / "
                    f"{us(num(f, 'p99_us'))} | {'–' if busy is None else f'{busy:.2f}'} | "
                    f"{us(per_cpu_second(f))} | {count(f, 'errors')} |")
-    c_max = num(runs.get(("max", "max", "compresh"), {}), "achieved_rps")
-    n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
     out.append("")
 
     out.append("### Streams (SSE, time to first body byte)")
@@ -350,21 +372,11 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                f"request), peak under load {peak / 1024:.1f} MiB.")
     out.append("")
     if has_nginx:
-        p99_ok = all(ok for _, ok in goal_rows) and bool(goal_rows)
-        ratio_ok = c_max is not None and n_max and c_max / n_max >= 0.8
-        # Same round, same rate: compresh's p99 against nginx's.
-        pairs = [(c, n) for rate in rates.split()
-                 for c, n in zip(runs.get(("rate", rate, "compresh"), {}).get("p99_rounds", []),
-                                 runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
-                 if c is not None and n is not None]
-        per_round = (f" (single rounds: compresh's p99 ≤ nginx's in {sum(c <= n for c, n in pairs)}"
-                     f" of {len(pairs)})") if rounds > 1 and pairs else ""
-        out.append("**Goal** (issue 8): compresh added p99 ≤ nginx added p99 at every rate: "
-                   + ("met" if p99_ok else "not met ("
-                      + ", ".join(r for r, ok in goal_rows if not ok) + " rps)") + per_round
-                   + "; compresh max throughput ≥ 80% of nginx's: "
-                   + ("–" if c_max is None or not n_max else
-                      f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
+        n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
+        for t in ("compresh", "compresh-pgo"):
+            if t in targets:
+                out.append(goal_line(runs, rates, rounds, t, n_max))
+                out.append("")
         floor_max = [(noun, num(runs.get(("max", "max", t), {}), "achieved_rps"))
                      for t, _, noun in floors]
         floor_max = [f"{noun} {rps / n_max:.0%}"
