@@ -51,11 +51,10 @@
 //!   the CPUs with a latency-sensitive server can use
 //!   [`Store::record_usage_paced`] to give the CPU up every few rows.
 //! - **Changes from other processes within a second.** `open` starts a
-//!   watcher thread with its own connection that polls
-//!   `PRAGMA data_version` (default every 200 ms) and reloads when the file
-//!   changed. To tell key/account changes from usage writes, triggers bump a
-//!   one-row `change_seq` counter on every change the snapshot depends on;
-//!   the watcher reloads only when that counter differs from the snapshot's.
+//!   watcher thread with its own connection that polls (default every
+//!   200 ms) a one-row `change_seq` counter, which triggers bump on every
+//!   change the snapshot depends on (not on usage writes), and reloads when
+//!   it differs from the snapshot's.
 //!   The thread holds only a `Weak` reference and stops when the last
 //!   `Store` clone is dropped (dropping joins it).
 //! - **SQLite settings.** WAL (readers never block on the CLI writer),

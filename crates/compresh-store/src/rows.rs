@@ -160,7 +160,9 @@ pub(crate) fn providers(
 
 /// The current value of the change counter bumped by the schema's triggers.
 pub(crate) fn change_seq(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT seq FROM change_seq WHERE id = 1", [], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT seq FROM change_seq WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
 }
 
 #[cfg(test)]

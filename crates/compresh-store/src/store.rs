@@ -751,11 +751,15 @@ impl Drop for Inner {
     }
 }
 
-/// Body of the watcher thread: every `interval`, if the database changed
-/// (`PRAGMA data_version`) and the change counter differs from the
+/// Body of the watcher thread: every `interval`, if the change counter differs from the
 /// snapshot's, reload. Exits when the store is gone.
+///
+/// It reads the counter (one cached statement) without asking `PRAGMA data_version` first:
+/// the gateway's own usage writes change `data_version` every few hundred ms under load, so
+/// the pragma saved nothing. At 1000 requests/s a tick cost ~145 µs of CPU with both
+/// statements prepared anew each time and ~97 µs with them cached; dropping the pragma
+/// changed nothing measurable, but is one statement less (benches/RESULTS.md, twelfth pass).
 fn watch(weak: &Weak<Inner>, conn: &Connection, stopped: &mpsc::Receiver<()>, interval: Duration) {
-    let mut seen_version = None;
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -764,25 +768,11 @@ fn watch(weak: &Weak<Inner>, conn: &Connection, stopped: &mpsc::Receiver<()>, in
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        if let Err(e) = watch_tick(&inner, conn, &mut seen_version) {
+        // A failed reload leaves the snapshot's counter behind, so the next tick retries.
+        if let Err(e) = inner.reload_if_changed(conn) {
             tracing::warn!(error = %e, "store watcher could not reload; will retry");
         }
     }
-}
-
-fn watch_tick(
-    inner: &Inner,
-    conn: &Connection,
-    seen_version: &mut Option<i64>,
-) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-    if *seen_version == Some(version) {
-        return Ok(());
-    }
-    inner.reload_if_changed(conn)?;
-    // Only after a successful reload, so a failure is retried next tick.
-    *seen_version = Some(version);
-    Ok(())
 }
 
 /// Moves one key's `last_used_at` forward (never back).
