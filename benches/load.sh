@@ -26,8 +26,10 @@
 #                              Combines with --smoke (pgo.sh --smoke) and --pin.
 #
 # Environment: RATES="500 1000 2000 4000", ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=32,
-# NO_NGINX=1. Every cell is measured ROUNDS times, DURATION seconds each, the targets interleaved
-# round by round; the report gives the median over the rounds and each round's p99.
+# NO_NGINX=1, ONLY="direct compresh nginx" (measure only these targets: more rounds of the goal's
+# comparison in the same time). Every cell is measured ROUNDS times, DURATION seconds each, the
+# targets interleaved round by round; the report gives the median over the rounds and each
+# round's p99.
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ for arg in "$@"; do
         --smoke) SMOKE=1 ;;
         --pin) PIN=1 ;;
         --pgo) PGO=1 ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -293,6 +295,14 @@ TARGETS=(direct compresh)
 [[ $PGO == 1 ]] && TARGETS+=(compresh-pgo)
 TARGETS+=(compresh-hyper hyper raw)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
+if [[ -n ${ONLY:-} ]]; then
+    CHOSEN=()
+    for target in "${TARGETS[@]}"; do
+        [[ " $ONLY " == *" $target "* ]] && CHOSEN+=("$target")
+    done
+    ((${#CHOSEN[@]} > 0)) || { echo "load.sh: ONLY=\"$ONLY\" names none of: ${TARGETS[*]}" >&2; exit 2; }
+    TARGETS=("${CHOSEN[@]}")
+fi
 url_of() {
     case $1 in
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
