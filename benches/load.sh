@@ -111,32 +111,9 @@ fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOAD_START
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/compresh-load.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Wait (bounded) until FILE contains a line matching REGEX; print the first match.
-wait_for_line() {
-    local file=$1 regex=$2 what=$3
-    for _ in $(seq 1 100); do
-        if grep -Eo "$regex" "$file" 2>/dev/null | head -1 | grep .; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "load.sh: $what did not start; its output:" >&2
-    cat "$file" >&2 || true
-    return 1
-}
+SCRIPT=load
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

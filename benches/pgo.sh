@@ -88,31 +88,9 @@ cargo build --locked "${TOOLS_FLAGS[@]}" -p compresh-mock -p compresh-benches --
 MOCK=$TOOLS_DIR/mock-provider
 LOADGEN=$TOOLS_DIR/loadgen
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/compresh-pgo.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_for_line() {
-    local file=$1 regex=$2 what=$3
-    for _ in $(seq 1 100); do
-        if grep -Eo "$regex" "$file" 2>/dev/null | head -1 | grep .; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "pgo.sh: $what did not start; its output:" >&2
-    cat "$file" >&2 || true
-    return 1
-}
+SCRIPT=pgo
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 "$MOCK" --listen 127.0.0.1:0 >"$WORK/mock.out" 2>&1 &
 PIDS+=($!)
