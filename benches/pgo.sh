@@ -2,8 +2,8 @@
 # Profile-guided release build of the gateway, written to target/pgo/compresh.
 #
 #   benches/pgo.sh           release profile (fat LTO): two full builds, ~10 minutes on 2 CPUs
-#   benches/pgo.sh --smoke   the `pgo-smoke` profile (opt-level 1, no LTO): the same steps in ~4 minutes,
-#                            so the pipeline cannot silently rot (for .ci/run)
+#   benches/pgo.sh --smoke   the `pgo-smoke` profile (opt-level 1, no LTO): the same steps in
+#                            ~4 minutes, so the pipeline cannot silently rot (for .ci/run)
 #
 # 1. build compresh instrumented (-Cprofile-generate);
 # 2. train it: the load tool's OpenAI SDK requests, plain and streamed, at fixed rates and
