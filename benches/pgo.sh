@@ -104,6 +104,7 @@ drive() {
     local phases=("--rate 1000" "--rate 4000" "--rate 500 --stream" "--max")
     "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 >"$WORK/gw.out" 2>"$WORK/gw.log" &
     local lane=$!
+    PIDS+=("$lane")
     local lane_addr
     lane_addr=$(wait_for_line "$WORK/gw.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh" | sed 's|.*http://||')
     echo "sk-pgo-not-a-real-key" | "$bin" --data-dir "$data" providers set openai --kind openai \
@@ -112,6 +113,7 @@ drive() {
     export LOADGEN_KEY
     "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 --no-raw-lane >"$WORK/gwh.out" 2>"$WORK/gwh.log" &
     local hyper=$!
+    PIDS+=("$hyper")
     local hyper_addr
     hyper_addr=$(wait_for_line "$WORK/gwh.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh --no-raw-lane" | sed 's|.*http://||')
     # The running servers pick up the CLI's provider and key within a second.
@@ -129,7 +131,9 @@ drive() {
         seconds=$(python3 -c "print($seconds / 3)")
     done
     kill -TERM "$lane" "$hyper"
-    wait "$lane" "$hyper" || failed=1
+    # One `wait` per process: `wait A B` returns B's status only.
+    wait "$lane" || failed=1
+    wait "$hyper" || failed=1
     return $failed
 }
 
