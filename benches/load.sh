@@ -209,10 +209,10 @@ PIDS+=("$RAW_PID")
 RAW_ADDR=$(wait_for_line "$WORK/raw.out" 'listening on http://127\.0\.0\.1:[0-9]+' "raw-proxy" | sed 's|.*http://||')
 echo "raw-proxy on $RAW_ADDR" >&2
 
-# --- nginx (installed from Debian's packages when missing; skipped in smoke mode if absent)
+# --- nginx (installed from Debian's packages when missing; NO_NGINX=1 leaves it out)
 NGINX_ADDR=""
 if [[ ${NO_NGINX:-0} != 1 ]]; then
-    if ! command -v nginx >/dev/null && [[ $SMOKE == 0 ]]; then
+    if ! command -v nginx >/dev/null; then
         echo "== installing nginx-light" >&2
         (apt-get install -y nginx-light || (apt-get update && apt-get install -y nginx-light)) >&2 \
             || echo "load.sh: cannot install nginx; running without (c)" >&2

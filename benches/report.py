@@ -4,7 +4,8 @@
 usage: report.py RESULTS_TXT OUT_MD IDLE_RSS_KB "RATES" SMOKE [TRACE_DIR]
 
 TRACE_DIR holds `loadgen --trace` files named RATE.TARGET.ROUND; with it the report counts the
-stalls at each rate (benches/stalls.py).
+stalls at each rate (benches/stalls.py) and, over several rounds, compares the gateway's p99
+with nginx's over all rounds' requests (benches/pooled.py).
 
 Only the text between the two marker comments is replaced, so hand-written analysis around it
 survives re-runs; a missing file (or one without the markers) gets the block appended.
@@ -19,6 +20,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pooled  # noqa: E402 (benches/pooled.py, next to this file)
 import stalls  # noqa: E402 (benches/stalls.py, next to this file)
 
 BEGIN = "<!-- load.sh:begin (generated, do not edit by hand) -->"
@@ -183,7 +185,71 @@ def stall_table(runs, trace_dir, rates, targets):
     return out
 
 
-def goal_line(runs, rates, rounds, target, n_max):
+def pooled_comparisons(trace_dir, rates, targets):
+    """{(rate, target): (pooled p99, added over direct's, (difference from nginx's, 5th and
+    95th percentile)) or None} for the gateway builds, nginx and direct (as (p99, 0, None))."""
+    result = {}
+    for rate in rates.split():
+        rounds = {t: pooled.rounds_of(trace_dir, rate, t) for t in targets}
+        if any(not r for r in rounds.values()):
+            continue
+        direct = pooled.pooled_quantile(rounds["direct"], range(len(rounds["direct"])))
+        for t in targets:
+            p99 = pooled.pooled_quantile(rounds[t], range(len(rounds[t])))
+            versus = (pooled.compare(rounds[t], rounds["nginx"])
+                      if t not in ("direct", "nginx") else None)
+            result[(rate, t)] = (p99, p99 - direct, versus)
+    return result
+
+
+def verdict(versus):
+    """How a 90 % interval of (gateway - nginx) reads."""
+    _, low, high = versus
+    if high <= 0:
+        return "at or below"
+    if low > 0:
+        return "above"
+    return "not told apart from"
+
+
+def pooled_table(comparisons, rates, gateways, rounds):
+    out = [f"p99 over all {rounds} rounds' requests together (µs; `benches/pooled.py`), added "
+           "over direct's, and each build's p99 minus nginx's with a 90 % interval from "
+           "resampling whole rounds (the same rounds for both, as they shared the machine). "
+           "An interval that spans 0: this run cannot tell the two apart.",
+           "",
+           "| rate | direct p99 | " + " | ".join(f"{t} added" for t in gateways)
+           + " | nginx added | " + " | ".join(f"{t} − nginx (90 %)" for t in gateways) + " |",
+           "|---|---|" + "---|" * (2 * len(gateways) + 1)]
+    for rate in rates.split():
+        if (rate, "nginx") not in comparisons:
+            continue
+        row = [rate, us(comparisons[(rate, "direct")][0])]
+        row += [f"+{comparisons[(rate, t)][1]}" for t in gateways]
+        row += [f"+{comparisons[(rate, 'nginx')][1]}"]
+        for t in gateways:
+            point, low, high = comparisons[(rate, t)][2]
+            row.append(f"{point:+} ({low:+} to {high:+})")
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    return out
+
+
+def pooled_goal(comparisons, rates, target):
+    """The goal line's second reading: over all rounds' requests, with its uncertainty."""
+    readings = [(rate, comparisons[(rate, target)][2]) for rate in rates.split()
+                if (rate, target) in comparisons]
+    if not readings:
+        return ""
+    at_or_below = [rate for rate, (point, _, _) in readings if point <= 0]
+    apart = [f"{rate} ({verdict(versus)})" for rate, versus in readings
+             if verdict(versus) != "not told apart from"]
+    return (f" Over all rounds' requests: ≤ nginx's at {len(at_or_below)} of {len(readings)} "
+            "rates; told apart from nginx's (90 % interval clear of 0) at "
+            + (", ".join(apart) if apart else "none") + ".")
+
+
+def goal_line(runs, rates, rounds, target, n_max, comparisons=None):
     """Issue 8's two targets for one build of the gateway, against nginx in the same run."""
     goal_rows = []
     for rate in rates.split():
@@ -205,7 +271,8 @@ def goal_line(runs, rates, rounds, target, n_max):
                + ", ".join(r for r, ok in goal_rows if not ok) + " rps)") + per_round
             + "; max throughput ≥ 80% of nginx's: "
             + ("–" if c_max is None or not n_max else
-               f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + ".")
+               f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + "."
+            + pooled_goal(comparisons or {}, rates, target))
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
@@ -308,8 +375,13 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                 cells.append(" / ".join(values) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    gateways = [t for t in ("compresh", "compresh-pgo") if t in targets]
+    comparisons = {}
     if trace_dir and os.path.isdir(trace_dir):
         out += stall_table(runs, trace_dir, rates, targets)
+        if rounds > 1 and has_nginx and "direct" in targets and gateways:
+            comparisons = pooled_comparisons(trace_dir, rates, ["direct", "nginx"] + gateways)
+            out += pooled_table(comparisons, rates, gateways, rounds)
 
     out.append("### CPU per request of the serving process (µs)")
     out.append("")
@@ -373,10 +445,9 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     out.append("")
     if has_nginx:
         n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
-        for t in ("compresh", "compresh-pgo"):
-            if t in targets:
-                out.append(goal_line(runs, rates, rounds, t, n_max))
-                out.append("")
+        for t in gateways:
+            out.append(goal_line(runs, rates, rounds, t, n_max, comparisons))
+            out.append("")
         floor_max = [(noun, num(runs.get(("max", "max", t), {}), "achieved_rps"))
                      for t, _, noun in floors]
         floor_max = [f"{noun} {rps / n_max:.0%}"
