@@ -187,7 +187,7 @@ def stall_table(runs, trace_dir, rates, targets):
 
 def pooled_comparisons(trace_dir, rates, targets):
     """{(rate, target): (pooled p99, added over direct's, (difference from nginx's, 5th and
-    95th percentile)) or None} for the gateway builds, nginx and direct (as (p99, 0, None))."""
+    95th percentile) or None for direct and nginx)}, at the rates every target has traces of."""
     result = {}
     for rate in rates.split():
         rounds = {t: pooled.rounds_of(trace_dir, rate, t) for t in targets}
@@ -225,8 +225,8 @@ def pooled_table(comparisons, rates, gateways, rounds):
         if (rate, "nginx") not in comparisons:
             continue
         row = [rate, us(comparisons[(rate, "direct")][0])]
-        row += [f"+{comparisons[(rate, t)][1]}" for t in gateways]
-        row += [f"+{comparisons[(rate, 'nginx')][1]}"]
+        row += [f"{comparisons[(rate, t)][1]:+}" for t in gateways]
+        row += [f"{comparisons[(rate, 'nginx')][1]:+}"]
         for t in gateways:
             point, low, high = comparisons[(rate, t)][2]
             row.append(f"{point:+} ({low:+} to {high:+})")
@@ -242,8 +242,8 @@ def pooled_goal(comparisons, rates, target):
     if not readings:
         return ""
     at_or_below = [rate for rate, (point, _, _) in readings if point <= 0]
-    apart = [f"{rate} ({verdict(versus)})" for rate, versus in readings
-             if verdict(versus) != "not told apart from"]
+    told_apart = [(rate, verdict(versus)) for rate, versus in readings]
+    apart = [f"{rate} ({word})" for rate, word in told_apart if word != "not told apart from"]
     return (f" Over all rounds' requests: ≤ nginx's at {len(at_or_below)} of {len(readings)} "
             "rates; told apart from nginx's (90 % interval clear of 0) at "
             + (", ".join(apart) if apart else "none") + ".")
