@@ -4,8 +4,7 @@
 usage: report.py RESULTS_TXT OUT_MD IDLE_RSS_KB "RATES" SMOKE [TRACE_DIR]
 
 TRACE_DIR holds `loadgen --trace` files named RATE.TARGET.ROUND; with it the report counts the
-stalls at each rate (benches/stalls.py) and, over several rounds, compares the gateway's p99
-with nginx's over all rounds' requests (benches/pooled.py).
+stalls at each rate (benches/stalls.py).
 
 Only the text between the two marker comments is replaced, so hand-written analysis around it
 survives re-runs; a missing file (or one without the markers) gets the block appended.
@@ -15,12 +14,12 @@ import collections
 import datetime
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pooled  # noqa: E402 (benches/pooled.py, next to this file)
 import stalls  # noqa: E402 (benches/stalls.py, next to this file)
 
 BEGIN = "<!-- load.sh:begin (generated, do not edit by hand) -->"
@@ -185,26 +184,32 @@ def stall_table(runs, trace_dir, rates, targets):
     return out
 
 
-def pooled_comparisons(trace_dir, rates, targets):
-    """{(rate, target): (pooled p99, added over direct's, (difference from nginx's, 5th and
-    95th percentile) or None for direct and nginx)}, at the rates every target has traces of."""
-    result = {}
-    for rate in rates.split():
-        rounds = {t: pooled.rounds_of(trace_dir, rate, t) for t in targets}
-        if any(not r for r in rounds.values()):
-            continue
-        direct = pooled.pooled_quantile(rounds["direct"], range(len(rounds["direct"])))
-        for t in targets:
-            p99 = pooled.pooled_quantile(rounds[t], range(len(rounds[t])))
-            versus = (pooled.compare(rounds[t], rounds["nginx"])
-                      if t not in ("direct", "nginx") else None)
-            result[(rate, t)] = (p99, p99 - direct, versus)
-    return result
+# Resamples for the interval of the median round-by-round difference; seeded, so that the same
+# results always give the same interval.
+RESAMPLES = 1000
+SEED = 8
 
 
-def verdict(versus):
+def paired_difference(ours, theirs, resamples=RESAMPLES, seed=SEED):
+    """Round k of one proxy against round k of another (the targets are interleaved, so the two
+    shared the machine's weather): (median of the rounds' differences, 5th and 95th percentile
+    of that median over resampled rounds, rounds above, rounds below). A median of rounds
+    rather than a p99 of all rounds' requests together: one bad round (a host stall) would
+    make the latter, not the former. None without a pair."""
+    differences = [a - b for a, b in zip(ours, theirs) if a is not None and b is not None]
+    if not differences:
+        return None
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choice(differences) for _ in differences)
+                     for _ in range(resamples))
+    return (statistics.median(differences), medians[resamples // 20],
+            medians[resamples - 1 - resamples // 20],
+            sum(d > 0 for d in differences), sum(d < 0 for d in differences))
+
+
+def verdict(difference):
     """How a 90 % interval of (gateway - nginx) reads."""
-    _, low, high = versus
+    _, low, high, _, _ = difference
     if high <= 0:
         return "at or below"
     if low > 0:
@@ -212,44 +217,53 @@ def verdict(versus):
     return "not told apart from"
 
 
-def pooled_table(comparisons, rates, gateways, rounds):
-    out = [f"p99 over all {rounds} rounds' requests together (µs; `benches/pooled.py`), added "
-           "over direct's, and each build's p99 minus nginx's with a 90 % interval from "
-           "resampling whole rounds (the same rounds for both, as they shared the machine). "
-           "An interval that spans 0: this run cannot tell the two apart.",
-           "",
-           "| rate | direct p99 | " + " | ".join(f"{t} added" for t in gateways)
-           + " | nginx added | " + " | ".join(f"{t} − nginx (90 %)" for t in gateways) + " |",
-           "|---|---|" + "---|" * (2 * len(gateways) + 1)]
+def round_differences(runs, rates, target):
+    """{rate: paired_difference of the target's p99s against nginx's}, where both have rounds."""
+    result = {}
     for rate in rates.split():
-        if (rate, "nginx") not in comparisons:
-            continue
-        row = [rate, us(comparisons[(rate, "direct")][0])]
-        row += [f"{comparisons[(rate, t)][1]:+}" for t in gateways]
-        row += [f"{comparisons[(rate, 'nginx')][1]:+}"]
+        difference = paired_difference(
+            runs.get(("rate", rate, target), {}).get("p99_rounds", []),
+            runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
+        if difference is not None:
+            result[rate] = difference
+    return result
+
+
+def paired_table(runs, rates, gateways):
+    out = ["Round by round: each build's p99 minus nginx's in the same round (µs), the median over "
+           "the rounds, a 90 % interval of that median from resampling the rounds, and how many "
+           "rounds came out above / below nginx's. An interval that spans 0: this run cannot "
+           "tell the two apart.",
+           "",
+           "| rate | " + " | ".join(f"{t} − nginx" for t in gateways) + " |",
+           "|---|" + "---|" * len(gateways)]
+    per_target = {t: round_differences(runs, rates, t) for t in gateways}
+    for rate in rates.split():
+        cells = [rate]
         for t in gateways:
-            point, low, high = comparisons[(rate, t)][2]
-            row.append(f"{point:+} ({low:+} to {high:+})")
-        out.append("| " + " | ".join(row) + " |")
+            difference = per_target[t].get(rate)
+            if difference is None:
+                cells.append("–")
+                continue
+            median, low, high, above, below = difference
+            cells.append(f"{median:+g} ({low:+g} to {high:+g}); {above} / {below}")
+        out.append("| " + " | ".join(cells) + " |")
     out.append("")
     return out
 
 
-def pooled_goal(comparisons, rates, target):
-    """The goal line's second reading: over all rounds' requests, with its uncertainty."""
-    readings = [(rate, comparisons[(rate, target)][2]) for rate in rates.split()
-                if (rate, target) in comparisons]
-    if not readings:
+def paired_goal(runs, rates, target):
+    """The goal line's second reading: round by round, with its uncertainty."""
+    differences = round_differences(runs, rates, target)
+    if not differences:
         return ""
-    at_or_below = [rate for rate, (point, _, _) in readings if point <= 0]
-    told_apart = [(rate, verdict(versus)) for rate, versus in readings]
-    apart = [f"{rate} ({word})" for rate, word in told_apart if word != "not told apart from"]
-    return (f" Over all rounds' requests: ≤ nginx's at {len(at_or_below)} of {len(readings)} "
-            "rates; told apart from nginx's (90 % interval clear of 0) at "
-            + (", ".join(apart) if apart else "none") + ".")
+    apart = [f"{rate} ({verdict(d)})" for rate, d in differences.items()
+             if verdict(d) != "not told apart from"]
+    return (" Round by round, told apart from nginx's p99 (90 % interval of the median "
+            "difference clear of 0) at: " + (", ".join(apart) if apart else "no rate") + ".")
 
 
-def goal_line(runs, rates, rounds, target, n_max, comparisons=None):
+def goal_line(runs, rates, rounds, target, n_max):
     """Issue 8's two targets for one build of the gateway, against nginx in the same run."""
     goal_rows = []
     for rate in rates.split():
@@ -272,7 +286,7 @@ def goal_line(runs, rates, rounds, target, n_max, comparisons=None):
             + "; max throughput ≥ 80% of nginx's: "
             + ("–" if c_max is None or not n_max else
                f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + "."
-            + pooled_goal(comparisons or {}, rates, target))
+            + (paired_goal(runs, rates, target) if rounds > 1 else ""))
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
@@ -376,12 +390,10 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     gateways = [t for t in ("compresh", "compresh-pgo") if t in targets]
-    comparisons = {}
+    if rounds > 1 and has_nginx and gateways:
+        out += paired_table(runs, rates, gateways)
     if trace_dir and os.path.isdir(trace_dir):
         out += stall_table(runs, trace_dir, rates, targets)
-        if rounds > 1 and has_nginx and "direct" in targets and gateways:
-            comparisons = pooled_comparisons(trace_dir, rates, ["direct", "nginx"] + gateways)
-            out += pooled_table(comparisons, rates, gateways, rounds)
 
     out.append("### CPU per request of the serving process (µs)")
     out.append("")
@@ -446,7 +458,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     if has_nginx:
         n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
         for t in gateways:
-            out.append(goal_line(runs, rates, rounds, t, n_max, comparisons))
+            out.append(goal_line(runs, rates, rounds, t, n_max))
             out.append("")
         floor_max = [(noun, num(runs.get(("max", "max", t), {}), "achieved_rps"))
                      for t, _, noun in floors]
