@@ -217,15 +217,20 @@ def verdict(difference):
     return "not told apart from"
 
 
+def round_pairs(runs, rate, target):
+    """(target's p99, nginx's p99) of each round at `rate` that has both."""
+    return [(c, n) for c, n in zip(runs.get(("rate", rate, target), {}).get("p99_rounds", []),
+                                   runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
+            if c is not None and n is not None]
+
+
 def round_differences(runs, rates, target):
     """{rate: paired_difference of the target's p99s against nginx's}, where both have rounds."""
     result = {}
     for rate in rates.split():
-        difference = paired_difference(
-            runs.get(("rate", rate, target), {}).get("p99_rounds", []),
-            runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
-        if difference is not None:
-            result[rate] = difference
+        pairs = round_pairs(runs, rate, target)
+        if pairs:
+            result[rate] = paired_difference([c for c, _ in pairs], [n for _, n in pairs])
     return result
 
 
@@ -274,10 +279,7 @@ def goal_line(runs, rates, rounds, target, n_max):
     c_max = num(runs.get(("max", "max", target), {}), "achieved_rps")
     ratio_ok = c_max is not None and n_max and c_max / n_max >= 0.8
     # Same round, same rate: the gateway's p99 against nginx's.
-    pairs = [(c, n) for rate in rates.split()
-             for c, n in zip(runs.get(("rate", rate, target), {}).get("p99_rounds", []),
-                             runs.get(("rate", rate, "nginx"), {}).get("p99_rounds", []))
-             if c is not None and n is not None]
+    pairs = [pair for rate in rates.split() for pair in round_pairs(runs, rate, target)]
     per_round = (f" (single rounds: {target}'s p99 ≤ nginx's in {sum(c <= n for c, n in pairs)}"
                  f" of {len(pairs)})") if rounds > 1 and pairs else ""
     return (f"**Goal** (issue 8), {target}: added p99 ≤ nginx added p99 at every rate: "
