@@ -4,8 +4,9 @@
 //! `write(2)` for its access line (about 9 % of the gateway's CPU at load, see
 //! `benches/RESULTS.md`); now the line is appended to a shared in-memory buffer and a
 //! background thread writes the buffer out in one `write` [`FLUSH_INTERVAL`] after the batch's
-//! first line, or sooner when it fills up. Only the first line of a batch wakes the thread; the
-//! rest make no system call.
+//! first line, or sooner when it fills up. While lines keep coming the thread wakes once per
+//! interval, by its own timer; only a line that finds it idle (nothing logged for a whole
+//! interval) wakes it, so under load loggers make no system call for it at all.
 //!
 //! - **No line is lost**: when stderr cannot keep up and the buffer holds [`MAX_BUFFERED`]
 //!   bytes, loggers wait for room (what a blocking `write` to stderr did before) instead of
@@ -362,6 +363,11 @@ struct State {
     stopped: bool,
     /// Asked to stop: write what is left and exit.
     stopping: bool,
+    /// The writer sleeps until a first line arrives (the last interval brought none), so
+    /// the logger that adds one must wake it; otherwise it is on its timer.
+    idle: bool,
+    /// Times the writer went idle; tests read it.
+    idle_spells: u64,
 }
 
 impl BackgroundWriter {
@@ -372,11 +378,22 @@ impl BackgroundWriter {
         W: Write,
         F: Fn() -> W + Send + 'static,
     {
+        Self::spawn_every(output, FLUSH_INTERVAL)
+    }
+
+    /// [`BackgroundWriter::spawn`] with the batch interval as a parameter (tests shorten it).
+    fn spawn_every<W, F>(output: F, interval: Duration) -> (Self, LogGuard)
+    where
+        W: Write,
+        F: Fn() -> W + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buffer: Vec::with_capacity(WAKE_AT),
                 stopped: false,
                 stopping: false,
+                idle: false,
+                idle_spells: 0,
             }),
             wake: Condvar::new(),
             room: Condvar::new(),
@@ -384,7 +401,7 @@ impl BackgroundWriter {
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("compresh-log".to_owned())
-            .spawn(move || for_thread.run(output));
+            .spawn(move || for_thread.run(output, interval));
         let thread = match thread {
             Ok(thread) => Some(thread),
             Err(error) => {
@@ -408,27 +425,37 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn run<W: Write>(&self, output: impl Fn() -> W) {
+    fn run<W: Write>(&self, output: impl Fn() -> W, interval: Duration) {
         let mut spare = Vec::with_capacity(WAKE_AT);
+        // The last interval brought lines: more are likely, so the next wait is on the timer
+        // alone. Waking for a batch's first line as well cost a second wake-up per batch
+        // (and the logger a `futex` call) under steady load.
+        let mut lines_flowing = false;
         loop {
             let done = {
                 let mut state = self.lock();
                 // Idle: sleep until a first line arrives (no periodic wake-ups) ...
-                while state.buffer.is_empty() && !state.stopping {
-                    state = self
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
+                if !lines_flowing && state.buffer.is_empty() && !state.stopping {
+                    state.idle = true;
+                    state.idle_spells += 1;
+                    while state.buffer.is_empty() && !state.stopping {
+                        state = self
+                            .wake
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    state.idle = false;
                 }
                 // ... then let lines gather for a while, so one `write` carries many.
                 if state.buffer.len() < WAKE_AT && !state.stopping {
                     state = self
                         .wake
-                        .wait_timeout(state, FLUSH_INTERVAL)
+                        .wait_timeout(state, interval)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
                 std::mem::swap(&mut state.buffer, &mut spare);
+                lines_flowing = !spare.is_empty();
                 // Stopping: loop until a swap finds nothing left, then hand over to direct
                 // writes under the same lock, so lines stay in order.
                 let done = state.stopping && spare.is_empty();
@@ -490,9 +517,9 @@ impl Write for LineWriter {
         }
         let before = state.buffer.len();
         state.buffer.extend_from_slice(bytes);
-        // Wake the writer for the first line of a batch (it sleeps while the buffer is empty)
+        // Wake the writer for a first line when it is idle (otherwise its timer is running)
         // and when the buffer is big enough to write now; otherwise it wakes by itself.
-        if before == 0 || (before < WAKE_AT && state.buffer.len() >= WAKE_AT) {
+        if (before == 0 && state.idle) || (before < WAKE_AT && state.buffer.len() >= WAKE_AT) {
             self.shared.wake.notify_one();
         }
         Ok(bytes.len())
@@ -518,6 +545,8 @@ impl<'a> MakeWriter<'a> for BackgroundWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
 
     #[test]
     fn is_plain_matches_the_byte_rule() {
@@ -612,6 +641,43 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(sink.0.lock().unwrap().as_slice(), b"hello\n");
+    }
+
+    #[test]
+    fn steady_lines_keep_the_writer_on_its_timer() {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&batches);
+        let interval = Duration::from_millis(20);
+        let (writer, guard) = BackgroundWriter::spawn_every(
+            move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                out.clone()
+            },
+            interval,
+        );
+        let started = Instant::now();
+        let mut lines = 0;
+        while started.elapsed() < 40 * interval {
+            writer.make_writer().write_all(b"line\n").unwrap();
+            lines += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let idle_spells = writer.shared.lock().idle_spells;
+        let batches = batches.load(Ordering::Relaxed);
+        drop(guard);
+        assert_eq!(sink.0.lock().unwrap().len(), lines * b"line\n".len());
+        assert!(batches >= 10, "{batches} batches");
+        // Batched, not a write per line: a line that finds the writer on its timer leaves it
+        // asleep.
+        assert!(batches * 4 <= lines, "{batches} batches for {lines} lines");
+        // Waking for each batch's first line, every batch began with an idle spell. A pause
+        // of a whole interval between two lines (a busy test machine) may add a few.
+        assert!(
+            idle_spells * 4 <= batches as u64,
+            "{idle_spells} idle spells for {batches} batches"
+        );
     }
 
     #[test]
