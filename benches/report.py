@@ -234,19 +234,19 @@ def round_differences(runs, rates, target):
     return result
 
 
-def paired_table(runs, rates, gateways):
+def paired_table(per_target, rates):
+    """The round-by-round table; `per_target`: {build: round_differences of that build}."""
     out = ["Round by round: each build's p99 minus nginx's in the same round (µs), the median over "
            "the rounds, a 90 % interval of that median from resampling the rounds, and how many "
            "rounds came out above / below nginx's. An interval that spans 0: this run cannot "
            "tell the two apart.",
            "",
-           "| rate | " + " | ".join(f"{t} − nginx" for t in gateways) + " |",
-           "|---|" + "---|" * len(gateways)]
-    per_target = {t: round_differences(runs, rates, t) for t in gateways}
+           "| rate | " + " | ".join(f"{t} − nginx" for t in per_target) + " |",
+           "|---|" + "---|" * len(per_target)]
     for rate in rates.split():
         cells = [rate]
-        for t in gateways:
-            difference = per_target[t].get(rate)
+        for differences in per_target.values():
+            difference = differences.get(rate)
             if difference is None:
                 cells.append("–")
                 continue
@@ -257,19 +257,20 @@ def paired_table(runs, rates, gateways):
     return out
 
 
-def paired_goal(runs, rates, target):
-    """The goal line's second reading: round by round, with its uncertainty."""
-    differences = round_differences(runs, rates, target)
+def paired_goal(differences):
+    """The goal line's second reading, from one build's round_differences: round by round,
+    with its uncertainty."""
     if not differences:
         return ""
-    apart = [f"{rate} ({verdict(d)})" for rate, d in differences.items()
-             if verdict(d) != "not told apart from"]
+    verdicts = {rate: verdict(d) for rate, d in differences.items()}
+    apart = [f"{rate} ({v})" for rate, v in verdicts.items() if v != "not told apart from"]
     return (" Round by round, told apart from nginx's p99 (90 % interval of the median "
             "difference clear of 0) at: " + (", ".join(apart) if apart else "no rate") + ".")
 
 
-def goal_line(runs, rates, rounds, target, n_max):
-    """Issue 8's two targets for one build of the gateway, against nginx in the same run."""
+def goal_line(runs, rates, rounds, target, n_max, differences):
+    """Issue 8's two targets for one build of the gateway, against nginx in the same run;
+    `differences`: the build's round_differences (empty with one round)."""
     goal_rows = []
     for rate in rates.split():
         get = lambda t: num(runs.get(("rate", rate, t), {}), "p99_us")
@@ -288,7 +289,7 @@ def goal_line(runs, rates, rounds, target, n_max):
             + "; max throughput ≥ 80% of nginx's: "
             + ("–" if c_max is None or not n_max else
                f"{c_max / n_max:.0%} ({'met' if ratio_ok else 'not met'})") + "."
-            + (paired_goal(runs, rates, target) if rounds > 1 else ""))
+            + paired_goal(differences))
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
@@ -392,8 +393,12 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     gateways = [t for t in ("compresh", "compresh-pgo") if t in targets]
+    # Each build's same-round differences from nginx (resampled: computed once, used by the
+    # table here and by the goal lines).
+    per_target = {t: round_differences(runs, rates, t) if rounds > 1 and has_nginx else {}
+                  for t in gateways}
     if rounds > 1 and has_nginx and gateways:
-        out += paired_table(runs, rates, gateways)
+        out += paired_table(per_target, rates)
     if trace_dir and os.path.isdir(trace_dir):
         out += stall_table(runs, trace_dir, rates, targets)
 
@@ -460,7 +465,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     if has_nginx:
         n_max = num(runs.get(("max", "max", "nginx"), {}), "achieved_rps")
         for t in gateways:
-            out.append(goal_line(runs, rates, rounds, t, n_max))
+            out.append(goal_line(runs, rates, rounds, t, n_max, per_target[t]))
             out.append("")
         floor_max = [(noun, num(runs.get(("max", "max", t), {}), "achieved_rps"))
                      for t, _, noun in floors]
