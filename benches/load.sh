@@ -5,6 +5,8 @@
 #   (b) client -> compresh -> mock           (real key, auth, rate-limit headers, usage recording)
 #   (b') client -> compresh --no-raw-lane -> mock  (the same gateway serving every request with
 #                                             hyper: what the raw HTTP/1.1 lane buys)
+#   (b'') client -> compresh --upstream-poll-us -> mock  (the same gateway polling for the
+#                                             mock's answers instead of sleeping; POLL_US)
 #   (c) client -> nginx proxy_pass -> mock   (reference reverse proxy)
 #   (h) client -> hyper-proxy -> mock        (the floor: hyper server + pooled client, no work;
 #                                             benches/src/bin/hyper-proxy.rs)
@@ -26,6 +28,7 @@
 #                              Combines with --smoke (pgo.sh --smoke) and --pin.
 #
 # Environment: RATES="500 1000 2000 4000", ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=32,
+# POLL_US=200 (compresh-poll's --upstream-poll-us),
 # NO_NGINX=1, ONLY="direct compresh nginx" (measure only these targets: more rounds of the goal's
 # comparison in the same time). Every cell is measured ROUNDS times, DURATION seconds each, the
 # targets interleaved round by round; the report gives the median over the rounds and each
@@ -42,7 +45,7 @@ for arg in "$@"; do
         --smoke) SMOKE=1 ;;
         --pin) PIN=1 ;;
         --pgo) PGO=1 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -70,6 +73,7 @@ else
     STREAM_RATE=${STREAM_RATE:-500}
 fi
 CONNECTIONS=${CONNECTIONS:-32}
+POLL_US=${POLL_US:-200}
 
 # Pinned: the client side (load tool, mock provider) and the proxy side (the proxy under test)
 # each get half of the CPUs. Each command is prefixed with its side's `taskset`; unpinned, the
@@ -136,6 +140,7 @@ serving_pids() {
         direct) echo "$MOCK_PID" ;;
         compresh) echo "$GATEWAY_PID" ;;
         compresh-pgo) echo "$PGO_PID" ;;
+        compresh-poll) echo "$POLL_PID" ;;
         compresh-hyper) echo "$HYPER_PATH_PID" ;;
         hyper) echo "$HYPER_PID" ;;
         raw) echo "$RAW_PID" ;;
@@ -186,6 +191,14 @@ if [[ $PGO == 1 ]]; then
     PGO_ADDR=$(wait_for_line "$WORK/compresh-pgo.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh (PGO build)" | sed 's|.*http://||')
     echo "compresh (PGO build) on $PGO_ADDR (pid $PGO_PID)" >&2
 fi
+
+# --- the same gateway polling for the mock's answers instead of sleeping (--upstream-poll-us)
+"${PROXY_SIDE[@]}" "$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 --upstream-poll-us "$POLL_US" \
+    >"$WORK/compresh-poll.out" 2>"$WORK/compresh-poll.log" &
+POLL_PID=$!
+PIDS+=("$POLL_PID")
+POLL_ADDR=$(wait_for_line "$WORK/compresh-poll.out" 'listening on http://127\.0\.0\.1:[0-9]+' "compresh --upstream-poll-us" | sed 's|.*http://||')
+echo "compresh --upstream-poll-us $POLL_US on $POLL_ADDR (pid $POLL_PID)" >&2
 
 # --- the same gateway on its hyper path, sharing the data dir (and so the key and provider)
 "${PROXY_SIDE[@]}" "$COMPRESH" --data-dir "$DATA" serve --listen 127.0.0.1:0 --no-raw-lane \
@@ -270,7 +283,7 @@ fi
 
 TARGETS=(direct compresh)
 [[ $PGO == 1 ]] && TARGETS+=(compresh-pgo)
-TARGETS+=(compresh-hyper hyper raw)
+TARGETS+=(compresh-poll compresh-hyper hyper raw)
 [[ -n $NGINX_ADDR ]] && TARGETS+=(nginx)
 if [[ -n ${ONLY:-} ]]; then
     CHOSEN=()
@@ -285,6 +298,7 @@ url_of() {
         direct) echo "http://$MOCK_ADDR/v1/chat/completions" ;;
         compresh) echo "http://$GATEWAY_ADDR/v1/chat/completions" ;;
         compresh-pgo) echo "http://$PGO_ADDR/v1/chat/completions" ;;
+        compresh-poll) echo "http://$POLL_ADDR/v1/chat/completions" ;;
         compresh-hyper) echo "http://$HYPER_PATH_ADDR/v1/chat/completions" ;;
         hyper) echo "http://$HYPER_ADDR/v1/chat/completions" ;;
         raw) echo "http://$RAW_ADDR/v1/chat/completions" ;;

@@ -293,8 +293,8 @@ def goal_line(runs, rates, rounds, target, n_max, differences):
 
 
 def render(runs, idle_rss, rates, smoke, trace_dir=None):
-    targets = [t for t in ("direct", "compresh", "compresh-pgo", "compresh-hyper", "hyper", "raw",
-                           "nginx")
+    targets = [t for t in ("direct", "compresh", "compresh-pgo", "compresh-poll", "compresh-hyper",
+                           "hyper", "raw", "nginx")
                if any(k[2] == t for k in runs)]
     has_nginx = "nginx" in targets
     out = []
@@ -344,6 +344,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
     # Other proxies compared with compresh: (target, column label, name in the goal lines).
     floors = [(t, label, noun) for t, label, noun in (
         ("compresh-pgo", "compresh, PGO build", "compresh's profile-guided build (`pgo.sh`)"),
+        ("compresh-poll", "compresh, polling", "compresh polling for answers (`--upstream-poll-us`)"),
         ("compresh-hyper", "compresh, hyper path", "compresh on its hyper path (`--no-raw-lane`)"),
         ("hyper", "hyper (floor)", "the hyper floor"),
         ("raw", "raw (floor)", "the raw floor")) if t in targets]
@@ -392,7 +393,7 @@ def render(runs, idle_rss, rates, smoke, trace_dir=None):
                 cells.append(" / ".join(values) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-    gateways = [t for t in ("compresh", "compresh-pgo") if t in targets]
+    gateways = [t for t in ("compresh", "compresh-pgo", "compresh-poll") if t in targets]
     # Each build's same-round differences from nginx (resampled: computed once, used by the
     # table here and by the goal lines).
     per_target = {t: round_differences(runs, rates, t) if rounds > 1 and has_nginx else {}

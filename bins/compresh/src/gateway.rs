@@ -185,6 +185,10 @@ impl Gateway {
         self.forwarder.config()
     }
 
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
     pub(crate) fn usage(&self) -> &UsageRecorder {
         &self.usage
     }

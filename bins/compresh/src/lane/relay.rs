@@ -369,6 +369,7 @@ impl<'g> Connection<'g> {
         path: &str,
     ) -> Result<(), RelayFailure> {
         let config = self.gateway.forward_config();
+        let forwarder = self.gateway.forwarder();
         let upstream = &*committed.upstream;
         let sent = Instant::now();
         let reused = self
@@ -381,7 +382,7 @@ impl<'g> Connection<'g> {
         let exchange = async move {
             let mut connection = match reused {
                 Some(connection) => connection,
-                None => WireConnection::connect(upstream, config.connect_timeout).await?,
+                None => forwarder.connect_wire(upstream).await?,
             };
             connection.send(request, upstream.name()).await?;
             parts.prepare(committed);

@@ -9,9 +9,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedDecoder, Decoded};
+use super::polling::{AnswerPolling, AnswerWaits};
 use super::response::{parse_response_head, Framing, Malformed, Parsed, ResponseHead};
 use crate::error::unreachable_reason;
-use crate::{ForwardError, UnreachableReason, Upstream};
+use crate::{ForwardConfig, ForwardError, UnreachableReason, Upstream};
 
 /// A response head larger than this is refused: hyper's client limit (its read buffer's
 /// default maximum), so that both paths accept the same answers.
@@ -33,15 +34,25 @@ pub struct WireConnection {
     idle_since: Instant,
     /// The last answer was read to its end and allows another request.
     reusable: bool,
+    polling: AnswerPolling,
+    /// The last answer's first bytes were found by polling rather than by a wake-up.
+    answer_polled: bool,
 }
 
 impl WireConnection {
     /// Connects to `upstream`'s authority (plain TCP; the caller checked
-    /// [`Upstream::is_plain_http`]).
+    /// [`Upstream::is_plain_http`]), with `config`'s connect timeout and answer polling; `waits`
+    /// counts the answers awaited on all connections that share the CPU.
     ///
     /// # Errors
-    /// [`ForwardError::Unreachable`] when the connection cannot be made within `timeout`.
-    pub async fn connect(upstream: &Upstream, timeout: Duration) -> Result<Self, ForwardError> {
+    /// [`ForwardError::Unreachable`] when the connection cannot be made within the connect
+    /// timeout.
+    pub(crate) async fn connect(
+        upstream: &Upstream,
+        config: &ForwardConfig,
+        waits: AnswerWaits,
+    ) -> Result<Self, ForwardError> {
+        let timeout = config.connect_timeout;
         let authority = upstream.authority().clone();
         let unreachable = |reason| ForwardError::Unreachable {
             provider: upstream.name().to_owned(),
@@ -75,6 +86,8 @@ impl WireConnection {
             buffer: BytesMut::with_capacity(READ_CHUNK),
             idle_since: Instant::now(),
             reusable: true,
+            polling: AnswerPolling::new(config.answer_poll, waits),
+            answer_polled: false,
         })
     }
 
@@ -125,6 +138,7 @@ impl WireConnection {
     /// [`ForwardError::UpstreamFailed`] when the connection breaks before a complete head
     /// arrives or the head cannot be relayed.
     pub async fn read_head(&mut self, provider: &str) -> Result<ResponseHead, ForwardError> {
+        let mut answer_started = self.buffer.is_empty();
         loop {
             match parse_response_head(&self.buffer) {
                 Ok(Parsed::Head(head)) => return Ok(head),
@@ -140,7 +154,12 @@ impl WireConnection {
                     return Err(failed(provider, &"unrequested protocol switch"));
                 }
             }
-            match self.fill().await {
+            let filled = if std::mem::take(&mut answer_started) {
+                self.await_answer().await
+            } else {
+                self.fill().await
+            };
+            match filled {
                 Ok(0) => {
                     return Err(failed(
                         provider,
@@ -171,6 +190,47 @@ impl WireConnection {
     /// The bytes of `head` as read (valid until the body is read).
     pub fn head_bytes(&self) -> &[u8] {
         &self.buffer
+    }
+
+    /// Reads the answer's first bytes, polling for them first when the policy says so.
+    async fn await_answer(&mut self) -> io::Result<usize> {
+        let waiting_since = Instant::now();
+        let awaited = self.polling.begin_wait();
+        let polled = if awaited.alone() {
+            self.poll_for_answer(waiting_since).await
+        } else {
+            None
+        };
+        self.answer_polled = polled.is_some();
+        let read = match polled {
+            Some(read) => read,
+            None => self.fill().await,
+        };
+        self.polling.observe(waiting_since.elapsed());
+        read
+    }
+
+    /// Polls for readable bytes until the polling window from `waiting_since` closes; `None`
+    /// when it closed first.
+    async fn poll_for_answer(&mut self, waiting_since: Instant) -> Option<io::Result<usize>> {
+        let window = self.polling.window();
+        if window.is_zero() {
+            return None;
+        }
+        self.buffer.reserve(READ_CHUNK);
+        loop {
+            match self.stream.try_read_buf(&mut self.buffer) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                read => return Some(read),
+            }
+            if waiting_since.elapsed() >= window {
+                return None;
+            }
+            // The runtime runs the other ready tasks, then, with only deferred ones left, polls
+            // the I/O driver without blocking: that refreshes this socket's readiness (without
+            // which `try_read_buf` makes no system call) and never halts the CPU.
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -298,5 +358,112 @@ impl BodyReader {
                 "the provider closed the connection before the body ended",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::WireConnection;
+    use crate::wire::polling::AnswerWaits;
+    use crate::{ForwardConfig, ProviderKind, Upstream};
+
+    const REQUEST: &[u8] =
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+
+    /// A provider that answers each request on its connection after `delay`.
+    async fn provider(delay: Duration) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0; 1024];
+            while stream.read(&mut request).await.unwrap_or(0) > 0 {
+                tokio::time::sleep(delay).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                stream.write_all(answer).await.unwrap();
+            }
+        });
+        let base_url = format!("http://{address}/v1");
+        Upstream::new(
+            "local",
+            ProviderKind::OpenAiCompatible,
+            Some(&base_url),
+            None,
+        )
+        .unwrap()
+    }
+
+    async fn connect(upstream: &Upstream, poll: Duration) -> WireConnection {
+        connect_sharing(upstream, poll, AnswerWaits::default()).await
+    }
+
+    async fn connect_sharing(
+        upstream: &Upstream,
+        poll: Duration,
+        waits: AnswerWaits,
+    ) -> WireConnection {
+        let config = ForwardConfig {
+            answer_poll: poll,
+            ..ForwardConfig::default()
+        };
+        WireConnection::connect(upstream, &config, waits)
+            .await
+            .unwrap()
+    }
+
+    /// Sends one request and reads the answer's head: whether polling found it.
+    async fn exchange(connection: &mut WireConnection) -> bool {
+        connection.send(REQUEST, "local").await.unwrap();
+        let head = connection.read_head("local").await.unwrap();
+        assert_eq!(head.status, 200);
+        connection.answer_polled
+    }
+
+    #[tokio::test]
+    async fn a_prompt_answer_is_found_by_polling() {
+        let upstream = provider(Duration::ZERO).await;
+        // A window far longer than the answer takes, even on a loaded machine.
+        let mut connection = connect(&upstream, Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            assert!(exchange(&mut connection).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_awaited_beside_another_is_not_polled() {
+        let waits = AnswerWaits::default();
+        let window = Duration::from_millis(200);
+        let slow = provider(Duration::from_millis(100)).await;
+        let prompt = provider(Duration::ZERO).await;
+        let mut first = connect_sharing(&slow, window, waits.clone()).await;
+        let mut second = connect_sharing(&prompt, window, waits).await;
+        // `join!` starts the slow exchange first; the prompt one begins while it is awaited.
+        let (_, second_polled) = tokio::join!(exchange(&mut first), exchange(&mut second));
+        assert!(!second_polled);
+        // Awaited alone, the same prompt answer is polled for.
+        assert!(exchange(&mut second).await);
+    }
+
+    #[tokio::test]
+    async fn without_a_window_the_task_waits_for_the_answer() {
+        let upstream = provider(Duration::ZERO).await;
+        let mut connection = connect(&upstream, Duration::ZERO).await;
+        for _ in 0..3 {
+            assert!(!exchange(&mut connection).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_awaited_and_ends_the_polling() {
+        let upstream = provider(Duration::from_millis(30)).await;
+        let mut connection = connect(&upstream, Duration::from_millis(1)).await;
+        assert!(!exchange(&mut connection).await);
+        assert_eq!(connection.polling.window(), Duration::ZERO);
+        assert!(!exchange(&mut connection).await);
     }
 }

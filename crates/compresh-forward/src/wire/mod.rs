@@ -8,9 +8,11 @@
 
 pub mod chunked;
 mod connection;
+mod polling;
 mod request;
 mod response;
 
 pub use connection::{BodyReader, Piece, WireConnection};
+pub(crate) use polling::AnswerWaits;
 pub use request::{push_decimal, write_header, write_request_head};
 pub use response::{parse_response_head, Framing, Malformed, Parsed, ResponseHead};
