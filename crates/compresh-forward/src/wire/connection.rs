@@ -194,6 +194,10 @@ impl WireConnection {
 
     /// Reads the answer's first bytes, polling for them first when the policy says so.
     async fn await_answer(&mut self) -> io::Result<usize> {
+        if self.polling.is_off() {
+            // The default: no clock reads or shared counts for a feature not in use.
+            return self.fill().await;
+        }
         let waiting_since = Instant::now();
         let awaited = self.polling.begin_wait();
         let polled = if awaited.alone() {

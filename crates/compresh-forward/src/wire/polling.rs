@@ -72,6 +72,11 @@ impl AnswerPolling {
         }
     }
 
+    /// Polling was not configured.
+    pub(crate) fn is_off(&self) -> bool {
+        self.limit.is_zero()
+    }
+
     /// Counts an answer as awaited (see [`AnswerWaits::begin`]).
     pub(crate) fn begin_wait(&self) -> AwaitedAnswer {
         self.waits.begin()
