@@ -1,6 +1,7 @@
 //! Per-client-connection upstream connections through the real server: each client connection
-//! gets its own upstream connection to a plain-HTTP provider, closed with it; an HTTP/2 client
-//! sending concurrent requests is served through the pool.
+//! gets its own upstream connection to a plain-HTTP provider, closed with it, and polls it for
+//! the answer only when configured to; an HTTP/2 client sending concurrent requests is served
+//! through the pool.
 
 use std::time::Duration;
 
@@ -98,6 +99,35 @@ async fn an_idle_client_connection_lets_its_upstream_connection_go_after_the_idl
     }
     drop(sender);
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn answers_are_polled_for_only_when_configured() {
+    // A window far longer than the mock takes to answer, even on a loaded machine.
+    for (answer_poll, polled) in [(Duration::ZERO, 0), (Duration::from_millis(200), 3)] {
+        let gateway = TestGateway::start_with_forward(ForwardConfig {
+            answer_poll,
+            ..ForwardConfig::default()
+        })
+        .await;
+        if !gateway.gateway.raw_lane() {
+            // Polling is the lane's; hyper's path always waits.
+            return;
+        }
+        let (mut sender, task) = client_connection(&gateway).await;
+        for _ in 0..3 {
+            chat_ok(&mut sender, &gateway).await;
+        }
+        let metrics = gateway.gateway.metrics().render();
+        assert!(
+            metrics.contains(&format!(
+                "\ncompresh_upstream_answers_polled_total {polled}\n"
+            )),
+            "with a {answer_poll:?} window: {metrics}"
+        );
+        drop(sender);
+        task.await.unwrap();
+    }
 }
 
 #[tokio::test]

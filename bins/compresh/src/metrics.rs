@@ -74,6 +74,7 @@ pub struct Metrics {
     usage_injected: AtomicU64,
     lane_requests: AtomicU64,
     lane_handovers: AtomicU64,
+    polled_answers: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -94,6 +95,7 @@ impl Default for Metrics {
             usage_injected: AtomicU64::new(0),
             lane_requests: AtomicU64::new(0),
             lane_handovers: AtomicU64::new(0),
+            polled_answers: AtomicU64::new(0),
         }
     }
 }
@@ -171,6 +173,11 @@ impl Metrics {
         self.lane_handovers.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A provider's answer found by polling (`--upstream-poll-us`) rather than after a wake-up.
+    pub fn count_polled_answer(&self) {
+        self.polled_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Usage rows written so far (for tests and the writer's own logging).
     pub fn usage_rows_written(&self) -> u64 {
         self.usage_rows_written.load(Ordering::Relaxed)
@@ -228,7 +235,7 @@ impl Metrics {
             "compresh_upstream_latency_seconds",
             "Time from forwarding a request to the provider's response headers.",
         );
-        let scalars: [(&str, &str, &str, i64); 9] = [
+        let scalars: [(&str, &str, &str, i64); 10] = [
             (
                 "compresh_rate_limited_total",
                 "counter",
@@ -282,6 +289,12 @@ impl Metrics {
                 "counter",
                 "Connections the raw lane handed to hyper (another route, protocol or answer).",
                 to_i64(self.lane_handovers.load(Ordering::Relaxed)),
+            ),
+            (
+                "compresh_upstream_answers_polled_total",
+                "counter",
+                "Provider answers on the raw lane found by polling (--upstream-poll-us) rather than after a wake-up.",
+                to_i64(self.polled_answers.load(Ordering::Relaxed)),
             ),
         ];
         for (name, kind, help, value) in scalars {

@@ -422,6 +422,9 @@ impl<'g> Connection<'g> {
             }
         };
         let head_at = Instant::now();
+        if connection.answer_was_polled() {
+            self.gateway.metrics().count_polled_answer();
+        }
         let upstream_time = head_at.saturating_duration_since(sent);
         let content_type = head
             .content_type

@@ -187,6 +187,12 @@ impl WireConnection {
         }
     }
 
+    /// Whether the last answer's first bytes were found by polling
+    /// ([`ForwardConfig::answer_poll`]) rather than after the task was woken.
+    pub fn answer_was_polled(&self) -> bool {
+        self.answer_polled
+    }
+
     /// The bytes of `head` as read (valid until the body is read).
     pub fn head_bytes(&self) -> &[u8] {
         &self.buffer
