@@ -368,8 +368,8 @@ impl<'g> Connection<'g> {
         committed: &Committed,
         path: &str,
     ) -> Result<(), RelayFailure> {
-        let config = self.gateway.forward_config();
         let forwarder = self.gateway.forwarder();
+        let config = forwarder.config();
         let upstream = &*committed.upstream;
         let sent = Instant::now();
         let reused = self
