@@ -50,6 +50,10 @@ async fn bad_credentials_get_401_and_nothing_is_forwarded() {
         "invalid_api_key",
     );
     assert!(!String::from_utf8_lossy(&malformed.body).contains("comp_tooshort"));
+    assert_eq!(
+        malformed.json()["error"]["message"],
+        "malformed API key: expected 32 characters, found 13 bytes"
+    );
 
     let unknown = compresh_keys::ApiKey::generate();
     let reply = gw.chat(unknown.expose_secret(), CHAT).await;

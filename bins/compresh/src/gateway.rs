@@ -723,9 +723,9 @@ fn authenticate_with<'a, 'h>(
             "invalid_api_key",
             "unsupported Authorization scheme: use Authorization: Bearer comp_...",
         ),
-        other => {
-            GatewayError::unauthenticated("invalid_api_key", format!("malformed API key: {other}"))
-        }
+        // The key crate's messages already say "malformed API key: ..." and never quote the
+        // input.
+        other => GatewayError::unauthenticated("invalid_api_key", other.to_string()),
     })?;
     key_record(&key.hash(), snapshot, now)
 }
