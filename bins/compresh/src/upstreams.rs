@@ -84,9 +84,119 @@ fn build(record: &ProviderRecord, keys: &MasterKeys) -> Result<Upstream, Gateway
         };
         Some(
             keys.open(&sealed)
-                .map_err(|error| misconfigured(format!("decryption failed: {error}")))?,
+                .map_err(|error| misconfigured(format!("its provider key: {error}")))?,
         )
     };
     Upstream::new(&record.name, kind, record.base_url.as_deref(), secret)
         .map_err(|error| misconfigured(error.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use compresh_vault::{KeyRing, MasterSecret, ProviderSecret};
+
+    use super::*;
+
+    const PROVIDER_KEY: &str = "sk-live-do-not-print-me";
+
+    fn master_keys() -> MasterKeys {
+        let ring = KeyRing::new(1, MasterSecret::generate());
+        let (keys, _) = MasterKeys::load(Path::new("/nonexistent"), Some(&ring.to_text())).unwrap();
+        keys
+    }
+
+    fn record(sealed: &Sealed) -> ProviderRecord {
+        ProviderRecord {
+            id: 7,
+            account_id: 1,
+            name: "openai".to_owned(),
+            kind: "openai".to_owned(),
+            base_url: None,
+            ciphertext: sealed.token.clone(),
+            key_version: sealed.version,
+            hint: "…e-me".to_owned(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with the log going into a buffer; returns what `f` returned and what was logged.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let value = tracing::subscriber::with_default(subscriber, f);
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (value, log)
+    }
+
+    #[test]
+    fn a_provider_key_sealed_under_another_master_key_is_a_500_that_shows_no_secret() {
+        let sealed = master_keys()
+            .ring()
+            .seal(&ProviderSecret::new(PROVIDER_KEY.to_owned()))
+            .unwrap();
+        let record = record(&sealed);
+        let (result, log) = logged(|| UpstreamCache::default().get(&record, &master_keys()));
+
+        let error = result.expect_err("another master key cannot open it");
+        assert_eq!(error.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.code(), "provider_misconfigured");
+        let body = error.body_json();
+        assert!(body.contains("'openai'"), "{body}");
+        // The operator learns why from the log, once; neither side sees the key or its token.
+        assert!(log.contains("provider unusable"), "{log}");
+        assert_eq!(log.matches("decryption failed").count(), 1, "{log}");
+        for text in [&body, &log] {
+            assert!(!text.contains(PROVIDER_KEY), "{text}");
+            assert!(!text.contains(&sealed.token), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unchanged_row_is_decrypted_once_and_a_rotated_key_is_used_at_once() {
+        let keys = master_keys();
+        let seal = |secret: &str| {
+            keys.ring()
+                .seal(&ProviderSecret::new(secret.to_owned()))
+                .unwrap()
+        };
+        let bearer = |upstream: &Upstream| {
+            let (_, value) = upstream.credential().expect("an OpenAI key is sent");
+            value.to_str().unwrap().to_owned()
+        };
+        let cache = UpstreamCache::default();
+        let row = record(&seal(PROVIDER_KEY));
+        let first = cache.get(&row, &keys).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&row, &keys).unwrap()));
+        assert_eq!(bearer(&first), format!("Bearer {PROVIDER_KEY}"));
+
+        let rotated_row = record(&seal("sk-rotated"));
+        let rotated = cache.get(&rotated_row, &keys).unwrap();
+        assert_eq!(bearer(&rotated), "Bearer sk-rotated");
+        assert!(Arc::ptr_eq(
+            &rotated,
+            &cache.get(&rotated_row, &keys).unwrap()
+        ));
+    }
 }
