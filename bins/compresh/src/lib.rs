@@ -29,5 +29,7 @@ pub mod ops;
 mod request_json;
 pub mod restrictions;
 pub mod server;
+#[cfg(test)]
+mod test_log;
 pub mod upstreams;
 pub mod usage;

@@ -545,6 +545,7 @@ impl<'a> MakeWriter<'a> for BackgroundWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_log::Sink;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
@@ -580,20 +581,6 @@ mod tests {
             let mut out = b"x".to_vec();
             push_u64(&mut out, value);
             assert_eq!(out, format!("x{value}").into_bytes());
-        }
-    }
-
-    /// A `Write` into shared memory, standing in for stderr.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 

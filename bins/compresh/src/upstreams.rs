@@ -93,13 +93,12 @@ fn build(record: &ProviderRecord, keys: &MasterKeys) -> Result<Upstream, Gateway
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::path::Path;
-    use std::sync::Mutex;
 
     use compresh_vault::{KeyRing, MasterSecret, ProviderSecret};
 
     use super::*;
+    use crate::test_log::logged;
 
     const PROVIDER_KEY: &str = "sk-live-do-not-print-me";
 
@@ -122,32 +121,6 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         }
-    }
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Runs `f` with the log going into a buffer; returns what `f` returned and what was logged.
-    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let value = tracing::subscriber::with_default(subscriber, f);
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        (value, log)
     }
 
     #[test]
