@@ -181,10 +181,6 @@ impl Gateway {
         &self.upstreams
     }
 
-    pub(crate) fn forward_config(&self) -> &ForwardConfig {
-        self.forwarder.config()
-    }
-
     pub(crate) fn forwarder(&self) -> &Forwarder {
         &self.forwarder
     }

@@ -70,7 +70,7 @@ pub(crate) async fn serve(
     // after `pool_idle_timeout`. Armed once and moved on only when it fires early (requests
     // came in between): re-arming a timer for every request cost more than an idle socket.
     // (A zero timeout already refuses every reuse; a timer of zero would spin.)
-    let idle_timeout = gateway.forward_config().pool_idle_timeout;
+    let idle_timeout = gateway.forwarder().config().pool_idle_timeout;
     let expires = !idle_timeout.is_zero();
     let upstream_expiry = tokio::time::sleep(idle_timeout);
     tokio::pin!(shutdown, upstream_expiry);

@@ -151,7 +151,7 @@ impl<'g> Connection<'g> {
             shutdown,
             closing: false,
             response_timer: Box::pin(tokio::time::sleep(
-                gateway.forward_config().response_timeout,
+                gateway.forwarder().config().response_timeout,
             )),
             parts: AnswerParts::default(),
         }
